@@ -1,0 +1,26 @@
+"""ASGI entry point: HTTP goes to Django, /ws/... to Channels consumers behind origin and session checks."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aisaas.settings")
+# Set up Django (apps, settings) before anything imports models.
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+
+from aisaas.checks import stop_unless_deployable  # noqa: E402
+from chat.routing import websocket_urlpatterns  # noqa: E402
+
+# daphne runs no system checks of its own; a misconfigured production server must not start serving.
+stop_unless_deployable()
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+    }
+)

@@ -1,0 +1,108 @@
+"""What the dev LLM says and how it misbehaves. Pure functions: the same request always gives the same answer."""
+
+import dataclasses
+import hashlib
+import random
+import re
+from dataclasses import dataclass
+
+FAULTS = ("none", "error_before", "error_mid", "hang", "hang_mid")
+
+# "[devllm tokens=5 interval_ms=0 fault=error_mid]" anywhere in the last user message overrides the server's
+# defaults for that one request (and is left out of the echo).
+DIRECTIVE = re.compile(r"\[devllm((?:\s+[a-z_]+=[\w.]+)*)\s*\]")
+
+# Text containing this phrase is flagged by /v1/moderations; "flag-me:violence" picks the category.
+MODERATION_TRIGGER = re.compile(r"flag-me(?::([a-z/-]+))?", re.IGNORECASE)
+MODERATION_CATEGORIES = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/instructions",
+    "self-harm/intent",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
+
+FILLER = (
+    "streaming answers",
+    "arrive token by token,",
+    "every request is metered",
+    "and gated before",
+    "any paid call.",
+    "Quotas are reserved",
+    "atomically, limits",
+    "are shared,",
+    "and usage is",
+    "settled exactly once.",
+)
+
+TOKEN = re.compile(r"\s*\S+|\s+")
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    tokens: int = 40  # answer length in tokens (the echo of the prompt counts)
+    interval_ms: float = 20.0  # time between tokens
+    ttft_ms: float = 100.0  # time to first token
+    fault: str = "none"  # one of FAULTS
+    fault_after: int = 5  # tokens sent before a mid-stream fault
+
+    def overridden_by(self, text: str) -> "Behaviour":
+        match = DIRECTIVE.search(text)
+        if not match:
+            return self
+        changes = {}
+        for pair in match.group(1).split():
+            name, _, raw = pair.partition("=")
+            if name in {field.name for field in dataclasses.fields(self)}:
+                changes[name] = type(getattr(self, name))(raw)
+        if changes.get("fault", self.fault) not in FAULTS:
+            changes.pop("fault")
+        return dataclasses.replace(self, **changes)
+
+
+def last_user_text(messages: list[dict]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):  # content parts: keep the text ones
+                return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+            return content or ""
+    return ""
+
+
+def answer_tokens(messages: list[dict], *, length: int) -> list[str]:
+    """The answer, split into tokens: an echo of the user's words, then deterministic filler."""
+    prompt = DIRECTIVE.sub("", last_user_text(messages)).strip()
+    echo = TOKEN.findall(f"You said: {prompt}\n\n") if prompt else []
+    seed = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big")
+    rng = random.Random(seed)
+    tokens = echo[:length]
+    while len(tokens) < length:
+        tokens.extend(TOKEN.findall(" " + rng.choice(FILLER)))
+    return tokens[:length]
+
+
+def prompt_token_count(messages: list[dict]) -> int:
+    """Words plus a per-message overhead, like a real tokenizer's framing tokens."""
+    return sum(len(str(m.get("content") or "").split()) + 4 for m in messages)
+
+
+def moderation_result(text: str) -> dict:
+    match = MODERATION_TRIGGER.search(text)
+    flagged_category = None
+    if match:
+        flagged_category = match.group(1) if match.group(1) in MODERATION_CATEGORIES else "harassment"
+    return {
+        "flagged": flagged_category is not None,
+        "categories": {c: c == flagged_category for c in MODERATION_CATEGORIES},
+        "category_scores": {c: 0.99 if c == flagged_category else 0.0001 for c in MODERATION_CATEGORIES},
+        "category_applied_input_types": {c: ["text"] for c in MODERATION_CATEGORIES},
+    }

@@ -1,0 +1,46 @@
+"""The one family of errors a user may see. Services raise these; views and consumers translate them in one
+place each (aisaas.middleware for HTTP, chat.consumers for the websocket). The message is written for the
+user: never a stack trace, a secret or an internal identifier."""
+
+
+class ApplicationError(Exception):
+    code = "error"
+    http_status = 400
+    default_message = "The request could not be completed."
+
+    def __init__(self, message: str | None = None, *, code: str | None = None, **details):
+        self.message = message or self.default_message
+        if code:
+            self.code = code
+        self.details = details
+        super().__init__(self.message)
+
+    def as_dict(self) -> dict:
+        return {"code": self.code, "message": self.message, **self.details}
+
+
+class InvalidInput(ApplicationError):
+    code = "invalid"
+    default_message = "The request is not valid."
+
+
+class NotFound(ApplicationError):
+    """Also the answer for other users' objects, so ids cannot be probed."""
+
+    code = "not_found"
+    http_status = 404
+    default_message = "Not found."
+
+
+class Conflict(ApplicationError):
+    code = "conflict"
+    http_status = 409
+    default_message = "That cannot be done right now."
+
+
+class ServiceUnavailable(ApplicationError):
+    """A dependency failed; the client may retry."""
+
+    code = "unavailable"
+    http_status = 503
+    default_message = "The service is temporarily unavailable. Please try again."

@@ -1,0 +1,36 @@
+import logging
+
+from django.conf import settings
+from django.http import JsonResponse
+
+from aisaas.errors import ApplicationError
+
+logger = logging.getLogger(__name__)
+
+
+class ContentSecurityPolicyMiddleware:
+    """Sends CONTENT_SECURITY_POLICY on every response: no inline or third-party script can run, so a
+    sanitiser miss in rendered Markdown still cannot execute code."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        response.setdefault("Content-Security-Policy", settings.CONTENT_SECURITY_POLICY)
+        return response
+
+
+class ApplicationErrorMiddleware:
+    """Turns an ApplicationError raised by a view into a JSON error body with its status."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if isinstance(exception, ApplicationError):
+            return JsonResponse({"error": exception.as_dict()}, status=exception.http_status)
+        return None

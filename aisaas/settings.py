@@ -1,0 +1,327 @@
+"""aisaas settings: one module, driven by the environment (see .env.example).
+
+With nothing configured the project runs as the *embedded default*: DEBUG on, a SQLite file, local-memory
+cache, in-memory channel layer, eager Celery and the built-in dev LLM. Production sets DEBUG=false, and then
+the secrets and service URLs below have no defaults: start-up stops with one message naming what is missing.
+"""
+
+from decimal import Decimal
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+if (BASE_DIR / ".env").is_file():
+    environ.Env.read_env(BASE_DIR / ".env")
+
+# ------------------------------------------------------------------------------------------------------------
+# Core
+# ------------------------------------------------------------------------------------------------------------
+DEBUG = env.bool("DEBUG", default=True)
+
+_missing: list[str] = []
+
+
+def _required(name: str, dev_default: str) -> str:
+    """A value production must set explicitly; the embedded default (DEBUG on) may fall back to dev_default."""
+    value = env.str(name, default="")
+    if value:
+        return value
+    if DEBUG:
+        return dev_default
+    _missing.append(name)
+    return ""
+
+
+SECRET_KEY = _required("SECRET_KEY", "django-insecure-embedded-default-only-never-use-in-production")
+DATABASE_URL = _required("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+# Empty in the embedded default: local-memory cache, in-memory channel layer, eager Celery.
+REDIS_URL = env.str("REDIS_URL", default="") if DEBUG else _required("REDIS_URL", "")
+LLM_BASE_URL = _required("LLM_BASE_URL", "http://127.0.0.1:8001/v1")
+LLM_API_KEY = _required("LLM_API_KEY", "devllm-no-key-needed")
+
+if _missing:
+    raise ImproperlyConfigured(
+        "DEBUG is off, so these environment variables must be set: " + ", ".join(_missing) + ". See .env.example."
+    )
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
+
+TIME_ZONE = "UTC"
+USE_TZ = True
+LANGUAGE_CODE = "en-us"
+USE_I18N = True
+
+ROOT_URLCONF = "aisaas.urls"
+ASGI_APPLICATION = "aisaas.asgi.application"
+WSGI_APPLICATION = None
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+SITE_ID = 1
+
+# ------------------------------------------------------------------------------------------------------------
+# Apps
+# ------------------------------------------------------------------------------------------------------------
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.sites",
+    "django.contrib.staticfiles",
+    "channels",
+    "rest_framework",
+    "allauth",
+    "allauth.account",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.google",
+    "allauth.socialaccount.providers.github",
+    "aisaas.users",
+    "chat",
+    "usage",
+    "billing",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "aisaas.middleware.ContentSecurityPolicyMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+    "aisaas.middleware.ApplicationErrorMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+
+# ------------------------------------------------------------------------------------------------------------
+# Database
+# ------------------------------------------------------------------------------------------------------------
+DATABASES = {"default": env.db_url_config(DATABASE_URL)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {
+        # WAL lets the web process and the test/bench process read while one writes; IMMEDIATE takes the write
+        # lock at BEGIN so concurrent writers queue instead of failing with "database is locked".
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
+    # A file, not :memory:, so live-server tests can share the test database with a daphne subprocess.
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test_db.sqlite3")}
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+AUTH_USER_MODEL = "users.User"
+
+# ------------------------------------------------------------------------------------------------------------
+# Redis: cache, channel layer, Celery broker (local memory in the embedded default)
+# ------------------------------------------------------------------------------------------------------------
+CACHE_KEY_PREFIX = env.str("CACHE_KEY_PREFIX", default="aisaas")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": CACHE_KEY_PREFIX,
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2},
+        }
+    }
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{CACHE_KEY_PREFIX}:asgi"},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# ------------------------------------------------------------------------------------------------------------
+# Celery
+# ------------------------------------------------------------------------------------------------------------
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_TIME_LIMIT = 300
+CELERY_TASK_SOFT_TIME_LIMIT = 240
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_BEAT_SCHEDULE = {
+    "chat-expire-stale-streams": {
+        "task": "chat.tasks.expire_stale_streams",
+        "schedule": 300.0,
+    },
+}
+
+# ------------------------------------------------------------------------------------------------------------
+# Accounts (django-allauth)
+# ------------------------------------------------------------------------------------------------------------
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+LOGIN_URL = "account_login"
+LOGIN_REDIRECT_URL = "chat:new"
+ACCOUNT_LOGOUT_REDIRECT_URL = "landing"
+ACCOUNT_USER_MODEL_USERNAME_FIELD = None
+ACCOUNT_LOGIN_METHODS = {"email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
+ACCOUNT_EMAIL_VERIFICATION = "mandatory"
+ACCOUNT_UNIQUE_EMAIL = True
+ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
+ACCOUNT_CONFIRM_EMAIL_ON_GET = False
+ACCOUNT_SESSION_REMEMBER = None
+# allauth's defaults, written out so nobody turns them off by accident: they stop password guessing.
+ACCOUNT_RATE_LIMITS = {
+    "change_password": "5/m/user",
+    "manage_email": "10/m/user",
+    "reset_password": "20/m/ip,5/m/key",
+    "reauthenticate": "10/m/user",
+    "reset_password_from_key": "20/m/ip",
+    "signup": "20/m/ip",
+    "login": "30/m/ip",
+    "login_failed": "10/m/ip,5/5m/key",
+    "confirm_email": "1/3m/key",
+}
+ACCOUNT_EMAIL_SUBJECT_PREFIX = "[aisaas] "
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = True
+SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = True
+
+
+# A provider appears on the login page only when its OAuth app is configured here: "<PREFIX>_CLIENT_ID" and
+# "<PREFIX>_SECRET" switch it on, no code change.
+_SOCIAL_LOGINS = {"google": ("GOOGLE_OAUTH", ["profile", "email"]), "github": ("GITHUB_OAUTH", ["user:email"])}
+SOCIALACCOUNT_PROVIDERS = {
+    name: {
+        "APP": {"client_id": env.str(f"{prefix}_CLIENT_ID"), "secret": env.str(f"{prefix}_SECRET")},
+        "SCOPE": scope,
+    }
+    for name, (prefix, scope) in _SOCIAL_LOGINS.items()
+    if env.str(f"{prefix}_CLIENT_ID", default="")
+}
+
+# ------------------------------------------------------------------------------------------------------------
+# Email
+# ------------------------------------------------------------------------------------------------------------
+EMAIL_BACKEND = env.str(
+    "EMAIL_BACKEND",
+    default="django.core.mail.backends.console.EmailBackend"
+    if DEBUG
+    else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="aisaas <noreply@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+ADMINS = [("Staff", address) for address in env.list("ADMIN_EMAILS", default=[])]
+
+# ------------------------------------------------------------------------------------------------------------
+# Security
+# ------------------------------------------------------------------------------------------------------------
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = not DEBUG
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Everything the pages load comes from this origin; 'self' also covers the same-origin websocket.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# ------------------------------------------------------------------------------------------------------------
+# Logging: secrets never reach a log line (no settings dumps, no request bodies).
+# ------------------------------------------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"httpx": {"level": "WARNING"}, "openai": {"level": "WARNING"}},
+}
+
+# ------------------------------------------------------------------------------------------------------------
+# LLM provider (any OpenAI-compatible server; the embedded default is aisaas.devllm on port 8001)
+# ------------------------------------------------------------------------------------------------------------
+# "id:input_usd_per_1M:output_usd_per_1M", comma separated. The first is the default unless LLM_DEFAULT_MODEL.
+LLM_MODELS = env.list("LLM_MODELS", default=["demo-mini:0.15:0.60", "demo-large:2.50:10.00"])
+LLM_DEFAULT_MODEL = env.str("LLM_DEFAULT_MODEL", default="")
+# True when the models are the built-in dev LLM: the UI labels them as demo models.
+LLM_DEMO = env.bool("LLM_DEMO", default=not env.str("LLM_BASE_URL", default=""))
+LLM_MAX_TOKENS = env.int("LLM_MAX_TOKENS", default=1024)
+LLM_TEMPERATURE = Decimal(env.str("LLM_TEMPERATURE", default="0.7"))
+LLM_TIMEOUT_SECONDS = env.float("LLM_TIMEOUT_SECONDS", default=30.0)
+LLM_MAX_RETRIES = env.int("LLM_MAX_RETRIES", default=0)
+# {user_name} and {today} are filled in per request.
+LLM_SYSTEM_PROMPT = env.str(
+    "LLM_SYSTEM_PROMPT",
+    default="You are a helpful assistant. You are talking to {user_name}. Today is {today}.",
+)
+# Used only when the primary provider fails before the first token reached the user.
+LLM_FALLBACK_BASE_URL = env.str("LLM_FALLBACK_BASE_URL", default="")
+LLM_FALLBACK_API_KEY = env.str("LLM_FALLBACK_API_KEY", default="")
+LLM_FALLBACK_MODEL = env.str("LLM_FALLBACK_MODEL", default="")  # same "id:input:output" form as LLM_MODELS
+
+# ------------------------------------------------------------------------------------------------------------
+# Chat
+# ------------------------------------------------------------------------------------------------------------
+CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=8000)
+CHAT_MAX_FRAME_BYTES = env.int("CHAT_MAX_FRAME_BYTES", default=65536)
+CHAT_HISTORY_MESSAGES = env.int("CHAT_HISTORY_MESSAGES", default=40)
+# Deltas arriving within this window go out as one websocket frame (the first one is never held back).
+CHAT_STREAM_COALESCE_MS = env.int("CHAT_STREAM_COALESCE_MS", default=25)
+# A message still 'streaming' after this long belongs to a process that died; the beat task closes it.
+CHAT_STALE_STREAM_MINUTES = env.int("CHAT_STALE_STREAM_MINUTES", default=15)

@@ -1,0 +1,134 @@
+"""The chat websocket (/ws/chat/). Thin: parse a frame, call a chat service, send frames back.
+
+Protocol, error codes and close codes: docs/websocket-protocol.md.
+"""
+
+import asyncio
+import json
+import logging
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from aisaas.errors import ApplicationError, Conflict
+from chat import events, services
+from chat.protocol import CloseCode, Ping, Regenerate, SendMessage, Stop, parse_client_frame
+
+logger = logging.getLogger(__name__)
+
+# How long a closing socket waits for its reply to be settled before the consumer exits.
+SETTLE_TIMEOUT_SECONDS = 10
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    group = None
+    stream_task: asyncio.Task | None = None
+    stop_requested: asyncio.Event | None = None
+    closed = False
+
+    async def connect(self):
+        await self.accept()
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CloseCode.UNAUTHENTICATED)
+            return
+        self.user = user
+        self.group = events.user_group(user.pk)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+
+    async def disconnect(self, code):
+        self.closed = True
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self.stream_task and not self.stream_task.done():
+            # The user left mid-stream: stop generating, but let the reply be settled before we go.
+            self.stop_requested.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self.stream_task), SETTLE_TIMEOUT_SECONDS)
+            except TimeoutError:
+                logger.error(
+                    "Reply %s was not settled within %ss of disconnect", self.stream_task, SETTLE_TIMEOUT_SECONDS
+                )
+
+    async def receive(self, text_data=None, bytes_data=None):
+        try:
+            request = parse_client_frame(text_data, bytes_data)
+            await self.handle(request)
+        except ApplicationError as error:
+            await self.send_frame({"type": "error", **error.as_dict()})
+        except Exception:
+            logger.exception("Chat frame failed")
+            await self.send_frame(
+                {"type": "error", "code": "server_error", "message": "Something went wrong. Please try again."}
+            )
+
+    async def handle(self, request):
+        match request:
+            case SendMessage(conversation=conversation_id, content=content, model=model):
+                self.ensure_idle()
+                turn = await database_sync_to_async(services.turn_begin)(
+                    user=self.user, conversation_id=conversation_id, content=content, model=model
+                )
+                await self.start_reply(turn)
+            case Regenerate(conversation=conversation_id, model=model):
+                self.ensure_idle()
+                turn = await database_sync_to_async(services.turn_regenerate)(
+                    user=self.user, conversation_id=conversation_id, model=model
+                )
+                await self.start_reply(turn)
+            case Stop():
+                if self.stream_task and not self.stream_task.done():
+                    self.stop_requested.set()
+            case Ping():
+                await self.send_frame({"type": "pong"})
+
+    def ensure_idle(self):
+        if self.stream_task and not self.stream_task.done():
+            raise Conflict("Wait for the current answer to finish, or stop it.", code="busy")
+
+    async def start_reply(self, turn: services.Turn):
+        await self.send_frame(
+            {
+                "type": "start",
+                "conversation": {
+                    "id": turn.conversation_id,
+                    "title": turn.conversation_title,
+                    "created": turn.conversation_created,
+                },
+                "user_message": turn.user_message_id,
+                "message": turn.message_id,
+                "model": turn.model,
+            }
+        )
+        self.stop_requested = asyncio.Event()
+        self.stream_task = asyncio.create_task(self.relay_reply(turn))
+
+    async def relay_reply(self, turn: services.Turn):
+        async def send_delta(text: str):
+            await self.send_frame({"type": "delta", "message": turn.message_id, "content": text})
+
+        try:
+            outcome = await services.reply_stream(turn, on_text=send_delta, stop=self.stop_requested)
+        except Exception:
+            logger.exception("Reply %s failed", turn.message_id)
+            outcome = None
+        end = {"type": "end", "message": turn.message_id}
+        if outcome is None:
+            end |= {"status": "error", "error": {"code": "server_error", "message": "Something went wrong."}}
+        else:
+            end |= {
+                "status": outcome.status,
+                "model": outcome.model,
+                "usage": {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens},
+            }
+            if outcome.error_code:
+                end["error"] = {"code": outcome.error_code, "message": outcome.error_message}
+        await self.send_frame(end)
+
+    async def chat_event(self, message):
+        """A change made elsewhere (another tab, the HTTP views) to one of this user's conversations."""
+        await self.send_frame(message["event"])
+
+    async def send_frame(self, frame: dict):
+        if not self.closed:
+            await self.send(text_data=json.dumps(frame))

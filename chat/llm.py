@@ -1,0 +1,183 @@
+"""The LLM layer: the configured models and their prices, and streaming completions through the async `openai`
+SDK from any OpenAI-compatible provider, with an optional fallback provider.
+
+The fallback is tried only when the primary fails *before its first token*: once text has reached the user,
+switching models would splice two different answers together, so a later failure is reported instead.
+"""
+
+import asyncio
+import logging
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from functools import cache
+
+import httpx2
+import openai
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+
+class ModelConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: str
+    input_usd_per_1m: Decimal
+    output_usd_per_1m: Decimal
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    base_url: str
+    api_key: str
+
+
+@dataclass(frozen=True)
+class ModelCatalogue:
+    models: tuple[ModelInfo, ...]
+    default: ModelInfo
+    fallback: ModelInfo | None
+
+    def get(self, model_id: str) -> ModelInfo | None:
+        return next((model for model in self.models if model.id == model_id), None)
+
+
+def parse_model_spec(spec: str) -> ModelInfo:
+    """'gpt-4o-mini:0.15:0.60' -> the model and its USD prices per million input/output tokens."""
+    parts = spec.strip().rsplit(":", 2)
+    if len(parts) != 3 or not parts[0]:
+        raise ModelConfigError(f"Model spec {spec!r} is not 'id:input_price:output_price'.")
+    try:
+        prices = [Decimal(part) for part in parts[1:]]
+    except InvalidOperation:
+        raise ModelConfigError(f"Model spec {spec!r} has a price that is not a number.") from None
+    if any(price < 0 for price in prices):
+        raise ModelConfigError(f"Model spec {spec!r} has a negative price.")
+    return ModelInfo(parts[0], *prices)
+
+
+@cache
+def _catalogue(model_specs: tuple[str, ...], default_id: str, fallback_spec: str) -> ModelCatalogue:
+    models = tuple(parse_model_spec(spec) for spec in model_specs if spec.strip())
+    if not models:
+        raise ModelConfigError("LLM_MODELS lists no model.")
+    default = next((m for m in models if m.id == default_id), None) if default_id else models[0]
+    if default is None:
+        raise ModelConfigError(f"LLM_DEFAULT_MODEL {default_id!r} is not in LLM_MODELS.")
+    fallback = parse_model_spec(fallback_spec) if fallback_spec else None
+    return ModelCatalogue(models=models, default=default, fallback=fallback)
+
+
+def model_catalogue() -> ModelCatalogue:
+    return _catalogue(tuple(settings.LLM_MODELS), settings.LLM_DEFAULT_MODEL, settings.LLM_FALLBACK_MODEL)
+
+
+def primary_provider() -> Provider:
+    return Provider("primary", settings.LLM_BASE_URL, settings.LLM_API_KEY)
+
+
+def fallback_provider() -> Provider | None:
+    if not (settings.LLM_FALLBACK_BASE_URL and settings.LLM_FALLBACK_MODEL):
+        return None
+    return Provider("fallback", settings.LLM_FALLBACK_BASE_URL, settings.LLM_FALLBACK_API_KEY or settings.LLM_API_KEY)
+
+
+# One client (one connection pool) per provider per event loop: httpx pools are bound to the loop they
+# were first used on, and tests run many loops in one process.
+_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict]" = weakref.WeakKeyDictionary()
+
+
+def client_for(provider: Provider) -> openai.AsyncOpenAI:
+    per_loop = _clients.setdefault(asyncio.get_running_loop(), {})
+    key = (provider.base_url, provider.api_key, settings.LLM_TIMEOUT_SECONDS, settings.LLM_MAX_RETRIES)
+    if key not in per_loop:
+        per_loop[key] = openai.AsyncOpenAI(
+            base_url=provider.base_url,
+            api_key=provider.api_key,
+            timeout=settings.LLM_TIMEOUT_SECONDS,
+            max_retries=settings.LLM_MAX_RETRIES,
+        )
+    return per_loop[key]
+
+
+class ProviderError(Exception):
+    """The provider failed. `code` is safe to show a user; the provider's own message is only logged."""
+
+    def __init__(self, code: str, message: str):
+        self.code = code
+        super().__init__(message)
+
+
+def _provider_error(error: Exception) -> ProviderError:
+    if isinstance(error, openai.APITimeoutError | httpx2.TimeoutException):
+        return ProviderError("provider_timeout", "The model took too long to answer.")
+    if isinstance(error, openai.RateLimitError):
+        return ProviderError("provider_busy", "The model is busy right now.")
+    return ProviderError("provider_error", "The model failed to answer.")
+
+
+@dataclass
+class CompletionStream:
+    """Async-iterate for text deltas; afterwards `model`, `usage` and `finish_reason` say what happened."""
+
+    messages: list[dict]
+    model: str
+    max_tokens: int
+    temperature: Decimal
+    usage: dict | None = None
+    finish_reason: str | None = None
+    provider: str = ""
+    _response: object = None
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        attempts = [(primary_provider(), self.model)]
+        fallback = fallback_provider()
+        if fallback is not None:
+            attempts.append((fallback, model_catalogue().fallback.id))
+        for position, (provider, model) in enumerate(attempts):
+            delivered = False
+            try:
+                self.provider, self.model = provider.name, model
+                self._response = await self._open(provider, model)
+                async for chunk in self._response:
+                    if chunk.usage is not None:
+                        self.usage = {
+                            "prompt_tokens": chunk.usage.prompt_tokens,
+                            "completion_tokens": chunk.usage.completion_tokens,
+                        }
+                    for choice in chunk.choices:
+                        if choice.finish_reason:
+                            self.finish_reason = choice.finish_reason
+                        if choice.delta.content:
+                            delivered = True
+                            yield choice.delta.content
+                return
+            except (openai.OpenAIError, httpx2.HTTPError, ValueError) as error:
+                # The provider's text may echo request details; log it, show the user only a code.
+                logger.warning("LLM provider %s failed (model %s): %s", provider.name, model, type(error).__name__)
+                if delivered or position == len(attempts) - 1:
+                    raise _provider_error(error) from error
+            finally:
+                await self.aclose()
+
+    async def _open(self, provider: Provider, model: str):
+        return await client_for(provider).chat.completions.create(
+            model=model,
+            messages=self.messages,
+            max_tokens=self.max_tokens,
+            temperature=float(self.temperature),
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP response: the provider stops generating (and billing) once it notices."""
+        response, self._response = self._response, None
+        if response is not None:
+            await response.close()

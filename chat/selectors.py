@@ -1,0 +1,43 @@
+from aisaas.errors import NotFound
+from chat.models import Conversation, Message
+
+SIDEBAR_CONVERSATIONS = 200
+
+
+def conversation_list(*, user) -> list[dict]:
+    """The user's conversations, most recently active first (served by the (user, -updated_at) index)."""
+    return list(
+        Conversation.objects.filter(user=user)
+        .order_by("-updated_at", "-id")
+        .values("id", "title", "updated_at")[:SIDEBAR_CONVERSATIONS]
+    )
+
+
+def conversation_get(*, user, conversation_id, for_update: bool = False) -> Conversation:
+    """The user's conversation, or NotFound: the same answer for a missing id and for someone else's."""
+    queryset = Conversation.objects.filter(user=user)
+    if for_update:
+        queryset = queryset.select_for_update()
+    try:
+        return queryset.get(pk=conversation_id)
+    except (Conversation.DoesNotExist, ValueError, TypeError):
+        raise NotFound("Conversation not found.") from None
+
+
+def message_list(*, conversation: Conversation) -> list[dict]:
+    return list(
+        conversation.messages.order_by("created_at", "id").values(
+            "id", "role", "content", "status", "model", "error_code", "created_at"
+        )
+    )
+
+
+def history_for_prompt(*, conversation: Conversation, limit: int) -> list[dict]:
+    """The latest `limit` finished messages as provider messages, oldest first. Failed replies are left out."""
+    rows = (
+        conversation.messages.exclude(content="")
+        .filter(status__in=[Message.Status.COMPLETE, Message.Status.STOPPED])
+        .order_by("-created_at", "-id")
+        .values("role", "content")[:limit]
+    )
+    return [{"role": row["role"], "content": row["content"]} for row in reversed(rows)]

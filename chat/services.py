@@ -1,0 +1,266 @@
+"""Chat: conversations, turns (a user message and the assistant reply streamed for it) and their settlement."""
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from aisaas.errors import Conflict, InvalidInput
+from chat import events
+from chat.llm import CompletionStream, ProviderError, model_catalogue
+from chat.models import Conversation, Message
+from chat.selectors import conversation_get, history_for_prompt
+from chat.streaming import relay_text
+from usage.tokens import prompt_token_count, token_count
+
+logger = logging.getLogger(__name__)
+
+TITLE_MAX_CHARS = 80
+
+
+@dataclass(frozen=True)
+class Turn:
+    """Everything the streaming part needs, so it never touches the ORM while the provider streams."""
+
+    conversation_id: int
+    conversation_title: str
+    conversation_created: bool
+    user_message_id: int | None
+    message_id: int
+    model: str
+    prompt: list[dict]
+    max_tokens: int
+    temperature: Decimal
+
+
+@dataclass(frozen=True)
+class ReplyOutcome:
+    message_id: int
+    status: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    usage_reported: bool
+    error_code: str
+    error_message: str
+
+
+class _SafeFormat(dict):
+    def __missing__(self, key):
+        return "{" + key + "}"
+
+
+def system_prompt_for(user) -> str:
+    """The operator's system prompt with the user's context filled in."""
+    return settings.LLM_SYSTEM_PROMPT.format_map(
+        _SafeFormat(user_name=user.display_name, today=timezone.now().date().isoformat())
+    )
+
+
+def title_from(content: str) -> str:
+    first_line = next((line.strip() for line in content.splitlines() if line.strip()), "")
+    if len(first_line) <= TITLE_MAX_CHARS:
+        return first_line
+    return first_line[: TITLE_MAX_CHARS - 1].rstrip() + "…"
+
+
+def model_resolve(model_id: str | None) -> str:
+    catalogue = model_catalogue()
+    if not model_id:
+        return catalogue.default.id
+    if catalogue.get(model_id) is None:
+        raise InvalidInput(f"Unknown model {model_id!r}.", code="unknown_model")
+    return model_id
+
+
+def content_validate(content) -> str:
+    if not isinstance(content, str) or not content.strip():
+        raise InvalidInput("The message is empty.", code="invalid_frame", field="content")
+    if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
+        raise InvalidInput(
+            f"The message is too long ({len(content)} characters; the limit is {settings.CHAT_MAX_MESSAGE_CHARS}).",
+            code="too_large",
+            limit=settings.CHAT_MAX_MESSAGE_CHARS,
+        )
+    return content
+
+
+def _turn_for(*, user, conversation: Conversation, created: bool, user_message_id, model: str) -> Turn:
+    assistant = Message.objects.create(
+        conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING, model=model
+    )
+    prompt = [{"role": "system", "content": system_prompt_for(user)}]
+    prompt += history_for_prompt(conversation=conversation, limit=settings.CHAT_HISTORY_MESSAGES)
+    return Turn(
+        conversation_id=conversation.pk,
+        conversation_title=conversation.title,
+        conversation_created=created,
+        user_message_id=user_message_id,
+        message_id=assistant.pk,
+        model=model,
+        prompt=prompt,
+        max_tokens=settings.LLM_MAX_TOKENS,
+        temperature=settings.LLM_TEMPERATURE,
+    )
+
+
+@transaction.atomic
+def turn_begin(*, user, conversation_id: int | None, content: str, model: str | None) -> Turn:
+    """Save the user's message and an empty 'streaming' reply; the first message titles a new conversation."""
+    content = content_validate(content)
+    model = model_resolve(model)
+    now = timezone.now()
+    created = conversation_id is None
+    if created:
+        conversation = Conversation.objects.create(user=user, title=title_from(content), created_at=now, updated_at=now)
+    else:
+        conversation = conversation_get(user=user, conversation_id=conversation_id)
+        conversation.updated_at = now
+        conversation.save(update_fields=["updated_at"])
+    user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content)
+    turn = _turn_for(
+        user=user, conversation=conversation, created=created, user_message_id=user_message.pk, model=model
+    )
+    events.send_to_user_on_commit(user.pk, {"type": "conversation", "id": conversation.pk, "title": conversation.title})
+    return turn
+
+
+@transaction.atomic
+def turn_regenerate(*, user, conversation_id: int, model: str | None) -> Turn:
+    """Replace the last assistant answer with a new one to the same history."""
+    model = model_resolve(model)
+    conversation = conversation_get(user=user, conversation_id=conversation_id, for_update=True)
+    last = conversation.messages.order_by("-created_at", "-id").first()
+    if last is None or last.role != Message.Role.ASSISTANT:
+        raise InvalidInput("There is no answer to regenerate.", code="nothing_to_regenerate")
+    if last.status == Message.Status.STREAMING:
+        raise Conflict("The last answer is still streaming.", code="busy")
+    last.delete()
+    conversation.updated_at = timezone.now()
+    conversation.save(update_fields=["updated_at"])
+    return _turn_for(user=user, conversation=conversation, created=False, user_message_id=None, model=model)
+
+
+def turn_finish(
+    *,
+    message_id: int,
+    content: str,
+    status: str,
+    model: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    error_code: str,
+    time_to_first_token_ms: int | None,
+    duration_ms: int,
+) -> None:
+    """Settle a reply: one conditional UPDATE, so a reply is finished once even if asked twice."""
+    Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
+        content=content,
+        status=status,
+        model=model,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        error_code=error_code,
+        finished_at=timezone.now(),
+        time_to_first_token_ms=time_to_first_token_ms,
+        duration_ms=duration_ms,
+    )
+
+
+async def reply_stream(turn: Turn, *, on_text: Callable[[str], Awaitable[None]], stop: asyncio.Event) -> ReplyOutcome:
+    """Stream the reply for `turn` to `on_text` until it ends, fails or `stop` is set, then settle it.
+
+    The reply is settled in every case (complete, stopped, provider error, even cancellation), so no message
+    is left 'streaming'. Stopping closes the provider's stream so it stops generating; the tokens it had sent
+    are then counted locally, since an aborted stream carries no usage.
+    """
+    stream = CompletionStream(
+        messages=turn.prompt, model=turn.model, max_tokens=turn.max_tokens, temperature=turn.temperature
+    )
+    parts: list[str] = []
+    started = time.monotonic()
+    first_token_at: float | None = None
+
+    async def deliver(text: str) -> None:
+        nonlocal first_token_at
+        if first_token_at is None:
+            first_token_at = time.monotonic()
+        parts.append(text)
+        await on_text(text)
+
+    status, error_code, error_message = Message.Status.COMPLETE, "", ""
+    try:
+        stopped = await relay_text(
+            stream, deliver=deliver, stop=stop, window_seconds=settings.CHAT_STREAM_COALESCE_MS / 1000
+        )
+        if stopped:
+            status = Message.Status.STOPPED
+    except ProviderError as error:
+        status, error_code, error_message = Message.Status.ERROR, error.code, str(error)
+    except asyncio.CancelledError:
+        status = Message.Status.STOPPED
+        raise
+    finally:
+        await stream.aclose()
+        content = "".join(parts)
+        usage = stream.usage
+        outcome = ReplyOutcome(
+            message_id=turn.message_id,
+            status=status,
+            model=stream.model,
+            prompt_tokens=usage["prompt_tokens"] if usage else prompt_token_count(turn.prompt),
+            completion_tokens=usage["completion_tokens"] if usage else token_count(content),
+            usage_reported=usage is not None,
+            error_code=error_code,
+            error_message=error_message,
+        )
+        # Shielded: a cancelled caller must not leave the reply unsettled.
+        await asyncio.shield(
+            database_sync_to_async(turn_finish)(
+                message_id=turn.message_id,
+                content=content,
+                status=status,
+                model=outcome.model,
+                prompt_tokens=outcome.prompt_tokens,
+                completion_tokens=outcome.completion_tokens,
+                error_code=error_code,
+                time_to_first_token_ms=None if first_token_at is None else round((first_token_at - started) * 1000),
+                duration_ms=round((time.monotonic() - started) * 1000),
+            )
+        )
+    return outcome
+
+
+@transaction.atomic
+def conversation_rename(*, user, conversation_id, title) -> Conversation:
+    if not isinstance(title, str) or not title.strip():
+        raise InvalidInput("The title is empty.", field="title")
+    conversation = conversation_get(user=user, conversation_id=conversation_id)
+    conversation.title = title.strip()[:TITLE_MAX_CHARS]
+    conversation.save(update_fields=["title"])
+    events.send_to_user_on_commit(user.pk, {"type": "conversation", "id": conversation.pk, "title": conversation.title})
+    return conversation
+
+
+@transaction.atomic
+def conversation_delete(*, user, conversation_id) -> None:
+    conversation = conversation_get(user=user, conversation_id=conversation_id)
+    conversation_pk = conversation.pk
+    conversation.delete()
+    events.send_to_user_on_commit(user.pk, {"type": "conversation_deleted", "id": conversation_pk})
+
+
+def stale_streams_expire() -> int:
+    """Close replies left 'streaming' by a process that died mid-stream. Safe to run any time, twice."""
+    cutoff = timezone.now() - timedelta(minutes=settings.CHAT_STALE_STREAM_MINUTES)
+    return Message.objects.filter(status=Message.Status.STREAMING, created_at__lt=cutoff).update(
+        status=Message.Status.ERROR, error_code="interrupted", finished_at=timezone.now()
+    )

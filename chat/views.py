@@ -1,0 +1,72 @@
+import json
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.http import JsonResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_POST
+
+from aisaas.errors import InvalidInput
+from chat import selectors, services
+from chat.llm import model_catalogue
+
+
+@login_required
+def chat_page(request, conversation_id: int | None = None):
+    conversation = None
+    messages = []
+    if conversation_id is not None:
+        conversation = selectors.conversation_get(user=request.user, conversation_id=conversation_id)
+        messages = selectors.message_list(conversation=conversation)
+    catalogue = model_catalogue()
+    return render(
+        request,
+        "chat/chat.html",
+        {
+            "conversations": selectors.conversation_list(user=request.user),
+            "conversation": conversation,
+            "chat_config": {
+                "conversation": conversation.pk if conversation else None,
+                "messages": [{**m, "created_at": m["created_at"].isoformat()} for m in messages],
+                "models": [m.id for m in catalogue.models],
+                "defaultModel": catalogue.default.id,
+                "demo": settings.LLM_DEMO,
+                "maxMessageChars": settings.CHAT_MAX_MESSAGE_CHARS,
+            },
+        },
+    )
+
+
+def _json_body(request) -> dict:
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        raise InvalidInput("The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("The request body must be a JSON object.")
+    return body
+
+
+def _login_required_json(view):
+    def wrapped(request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return JsonResponse({"error": {"code": "unauthenticated", "message": "Sign in first."}}, status=401)
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+@require_POST
+@_login_required_json
+def conversation_rename(request, conversation_id: int):
+    conversation = services.conversation_rename(
+        user=request.user, conversation_id=conversation_id, title=_json_body(request).get("title")
+    )
+    return JsonResponse({"id": conversation.pk, "title": conversation.title})
+
+
+@require_POST
+@_login_required_json
+def conversation_delete(request, conversation_id: int):
+    services.conversation_delete(user=request.user, conversation_id=conversation_id)
+    return JsonResponse({"id": conversation_id, "deleted": True})

@@ -1,0 +1,362 @@
+// The chat page: a websocket client for /ws/chat/ (protocol: docs/websocket-protocol.md).
+// Replies are Markdown rendered by marked and sanitised by DOMPurify before they touch the DOM; the page's
+// Content-Security-Policy is the second line of defence. User text is only ever set as textContent.
+import { marked } from "../vendor/marked/marked.esm.js";
+import DOMPurify from "../vendor/dompurify/purify.es.mjs";
+
+const config = JSON.parse(document.getElementById("chat-config").textContent);
+const csrfToken = document.querySelector("input[name=csrfmiddlewaretoken]").value;
+const thread = document.getElementById("thread");
+const form = document.getElementById("composer");
+const prompt = document.getElementById("prompt");
+const sendButton = document.getElementById("send");
+const stopButton = document.getElementById("stop");
+const modelSelect = document.getElementById("model");
+const statusLine = document.getElementById("connection-status");
+const sidebar = document.getElementById("sidebar");
+const conversationList = document.getElementById("conversations");
+
+const UNAUTHENTICATED = 4401;
+
+let conversationId = config.conversation;
+let socket = null;
+let reconnectDelay = 500;
+let streaming = null; // {id, text, element, renderQueued}
+let unsentText = null; // the prompt of a message the server has not accepted yet
+let replacedAnswer = null; // the answer a pending regenerate will replace
+
+marked.setOptions({ gfm: true, breaks: true });
+DOMPurify.addHook("afterSanitizeAttributes", (node) => {
+  if (node.tagName === "A") {
+    node.setAttribute("target", "_blank");
+    node.setAttribute("rel", "noopener noreferrer nofollow");
+  }
+});
+
+function renderMarkdown(element, text) {
+  element.innerHTML = DOMPurify.sanitize(marked.parse(text));
+}
+
+// ---- thread ------------------------------------------------------------------------------------------------
+
+function isNearBottom() {
+  return thread.scrollHeight - thread.scrollTop - thread.clientHeight < 120;
+}
+
+function keepScrolled(wasNearBottom) {
+  if (wasNearBottom) thread.scrollTop = thread.scrollHeight;
+}
+
+function addMessage({ id, role, content = "", status = "complete", model = "", error_code = "" }) {
+  const wasNearBottom = isNearBottom();
+  const article = document.createElement("article");
+  article.className = `message ${role} ${status}`;
+  if (id) article.dataset.id = id;
+  const body = document.createElement("div");
+  body.className = "body";
+  if (role === "user") {
+    body.textContent = content;
+  } else {
+    renderMarkdown(body, content);
+  }
+  article.append(body);
+  if (role === "assistant") {
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    article.append(meta);
+    setMeta(article, { status, model, error_code });
+  }
+  thread.append(article);
+  keepScrolled(wasNearBottom || role === "user");
+  return article;
+}
+
+const STATUS_NOTES = { stopped: "Stopped", error: "The answer failed", streaming: "…" };
+
+function setMeta(article, { status, model, error_code, error_message }) {
+  article.className = `message assistant ${status}`;
+  const meta = article.querySelector(".meta");
+  const parts = [];
+  if (model) parts.push(model + (config.demo ? " (demo)" : ""));
+  if (STATUS_NOTES[status]) parts.push(STATUS_NOTES[status]);
+  if (error_message || error_code) parts.push(error_message || error_code);
+  meta.textContent = parts.join(" · ");
+}
+
+function showNotice(text, kind = "error") {
+  const wasNearBottom = isNearBottom();
+  const notice = document.createElement("p");
+  notice.className = `notice ${kind}`;
+  notice.setAttribute("role", "alert");
+  notice.textContent = text;
+  thread.append(notice);
+  keepScrolled(wasNearBottom);
+}
+
+function updateRegenerateButton() {
+  thread.querySelectorAll("button.regenerate").forEach((button) => button.remove());
+  const last = thread.querySelector("article.message:last-of-type");
+  if (!last || !last.classList.contains("assistant") || streaming) return;
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "regenerate";
+  button.textContent = "↻ Regenerate";
+  button.addEventListener("click", regenerate);
+  last.querySelector(".meta").append(button);
+}
+
+function setStreaming(value) {
+  streaming = value;
+  stopButton.hidden = !value;
+  sendButton.hidden = Boolean(value);
+  updateRegenerateButton();
+}
+
+// ---- sidebar -----------------------------------------------------------------------------------------------
+
+function sidebarItem(id) {
+  return conversationList.querySelector(`li[data-id="${id}"]`);
+}
+
+function upsertConversation(id, title, { moveToTop = false } = {}) {
+  let item = sidebarItem(id);
+  if (!item) {
+    conversationList.querySelector("li.empty")?.remove();
+    item = document.createElement("li");
+    item.dataset.id = id;
+    const link = document.createElement("a");
+    link.className = "title";
+    link.href = `/chat/c/${id}/`;
+    item.append(link, iconButton("rename", "✎", "Rename"), iconButton("delete", "🗑", "Delete"));
+    moveToTop = true;
+  }
+  item.querySelector("a.title").textContent = title || "Untitled";
+  if (moveToTop) conversationList.prepend(item);
+  item.classList.toggle("active", id === conversationId);
+}
+
+function iconButton(kind, symbol, label) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = `icon ${kind}`;
+  button.title = label;
+  button.setAttribute("aria-label", label);
+  button.textContent = symbol;
+  return button;
+}
+
+async function postJSON(url, body) {
+  const response = await fetch(url, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken },
+    body: JSON.stringify(body),
+    credentials: "same-origin",
+  });
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(data.error?.message || "The request failed.");
+  return data;
+}
+
+conversationList.addEventListener("click", async (event) => {
+  const button = event.target.closest("button");
+  const item = event.target.closest("li[data-id]");
+  if (!button || !item) return;
+  const id = Number(item.dataset.id);
+  try {
+    if (button.classList.contains("rename")) {
+      const title = window.prompt("Rename conversation", item.querySelector("a.title").textContent);
+      if (title && title.trim()) {
+        const data = await postJSON(`/chat/c/${id}/rename/`, { title });
+        upsertConversation(data.id, data.title);
+      }
+    } else if (button.classList.contains("delete")) {
+      if (window.confirm("Delete this conversation? This cannot be undone.")) {
+        await postJSON(`/chat/c/${id}/delete/`, {});
+        removeConversation(id);
+      }
+    }
+  } catch (error) {
+    showNotice(error.message);
+  }
+});
+
+function removeConversation(id) {
+  sidebarItem(id)?.remove();
+  if (id === conversationId) window.location.assign("/chat/");
+}
+
+document.getElementById("toggle-sidebar").addEventListener("click", () => sidebar.classList.toggle("open"));
+
+// ---- websocket ---------------------------------------------------------------------------------------------
+
+function connect() {
+  const scheme = window.location.protocol === "https:" ? "wss" : "ws";
+  socket = new WebSocket(`${scheme}://${window.location.host}/ws/chat/`);
+  statusLine.textContent = "Connecting…";
+  socket.addEventListener("open", () => {
+    statusLine.textContent = "";
+    reconnectDelay = 500;
+    sendButton.disabled = false;
+  });
+  socket.addEventListener("message", (event) => handleFrame(JSON.parse(event.data)));
+  socket.addEventListener("close", (event) => {
+    sendButton.disabled = true;
+    if (event.code === UNAUTHENTICATED) {
+      window.location.assign(`/accounts/login/?next=${encodeURIComponent(window.location.pathname)}`);
+      return;
+    }
+    if (streaming) {
+      setMeta(streaming.element, { status: "stopped", model: streaming.model });
+      setStreaming(null);
+    }
+    statusLine.textContent = "Reconnecting…";
+    setTimeout(connect, reconnectDelay);
+    reconnectDelay = Math.min(reconnectDelay * 2, 10000);
+  });
+}
+
+function send(frame) {
+  if (!socket || socket.readyState !== WebSocket.OPEN) {
+    showNotice("Not connected. Reconnecting…");
+    return false;
+  }
+  socket.send(JSON.stringify(frame));
+  return true;
+}
+
+function handleFrame(frame) {
+  switch (frame.type) {
+    case "start":
+      return onStart(frame);
+    case "delta":
+      return onDelta(frame);
+    case "end":
+      return onEnd(frame);
+    case "error":
+      return onError(frame);
+    case "conversation":
+      return upsertConversation(frame.id, frame.title);
+    case "conversation_deleted":
+      return removeConversation(frame.id);
+    default:
+      return undefined;
+  }
+}
+
+function onStart(frame) {
+  unsentText = null;
+  thread.querySelector("article.message.user.pending")?.classList.remove("pending");
+  replacedAnswer?.remove();
+  replacedAnswer = null;
+  if (frame.conversation.created) {
+    conversationId = frame.conversation.id;
+    window.history.replaceState(null, "", `/chat/c/${conversationId}/`);
+    document.title = `${frame.conversation.title} · aisaas`;
+  }
+  upsertConversation(frame.conversation.id, frame.conversation.title, { moveToTop: true });
+  const element = addMessage({ id: frame.message, role: "assistant", status: "streaming", model: frame.model });
+  setStreaming({ id: frame.message, text: "", element, model: frame.model, renderQueued: false });
+}
+
+function onDelta(frame) {
+  if (!streaming || streaming.id !== frame.message) return;
+  streaming.text += frame.content;
+  if (!streaming.renderQueued) {
+    streaming.renderQueued = true;
+    const current = streaming;
+    requestAnimationFrame(() => {
+      current.renderQueued = false;
+      const wasNearBottom = isNearBottom();
+      renderMarkdown(current.element.querySelector(".body"), current.text);
+      keepScrolled(wasNearBottom);
+    });
+  }
+}
+
+function onEnd(frame) {
+  if (!streaming || streaming.id !== frame.message) return;
+  const { element, text } = streaming;
+  renderMarkdown(element.querySelector(".body"), text);
+  setMeta(element, {
+    status: frame.status,
+    model: frame.model,
+    error_code: frame.error?.code,
+    error_message: frame.error?.message,
+  });
+  setStreaming(null);
+}
+
+function onError(frame) {
+  if (unsentText !== null) {
+    // The message was refused before it started: give the user their text back.
+    thread.querySelector("article.message.user.pending:last-of-type")?.remove();
+    prompt.value = unsentText;
+    unsentText = null;
+  }
+  if (replacedAnswer) {
+    replacedAnswer.hidden = false;
+    replacedAnswer = null;
+    updateRegenerateButton();
+  }
+  showNotice(frame.message || "Something went wrong.");
+}
+
+// ---- composing ---------------------------------------------------------------------------------------------
+
+function fillModels() {
+  const saved = window.localStorage.getItem("aisaas.model");
+  for (const id of config.models) {
+    const option = document.createElement("option");
+    option.value = id;
+    option.textContent = config.demo ? `${id} (demo)` : id;
+    modelSelect.append(option);
+  }
+  modelSelect.value = config.models.includes(saved) ? saved : config.defaultModel;
+  modelSelect.addEventListener("change", () => window.localStorage.setItem("aisaas.model", modelSelect.value));
+}
+
+function submitMessage() {
+  const content = prompt.value;
+  if (!content.trim() || streaming || unsentText !== null) return;
+  const frame = { type: "message", conversation: conversationId, content, model: modelSelect.value };
+  if (!send(frame)) return;
+  unsentText = content;
+  addMessage({ role: "user", content, status: "pending" });
+  prompt.value = "";
+  autoGrow();
+  thread.querySelector("button.regenerate")?.remove();
+}
+
+function regenerate() {
+  if (streaming || replacedAnswer || !conversationId) return;
+  if (send({ type: "regenerate", conversation: conversationId, model: modelSelect.value })) {
+    replacedAnswer = thread.querySelector("article.message.assistant:last-of-type");
+    if (replacedAnswer) replacedAnswer.hidden = true;
+  }
+}
+
+function autoGrow() {
+  prompt.style.height = "auto";
+  prompt.style.height = `${Math.min(prompt.scrollHeight, 240)}px`;
+}
+
+form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  submitMessage();
+});
+prompt.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    submitMessage();
+  }
+});
+prompt.addEventListener("input", autoGrow);
+stopButton.addEventListener("click", () => send({ type: "stop" }));
+
+fillModels();
+for (const message of config.messages) addMessage(message);
+thread.scrollTop = thread.scrollHeight;
+updateRegenerateButton();
+sendButton.disabled = true;
+connect();
+prompt.focus();
