@@ -1,0 +1,64 @@
+import os
+import shutil
+
+import pytest
+from django.core.cache import cache
+
+from tests.factories import UserFactory
+from tests.servers import start_devllm
+
+# Fast, deterministic answers: 12 tokens, 2 ms apart, no time to first token.
+DEVLLM_FAST = ("--tokens", "12", "--interval-ms", "2", "--ttft-ms", "0")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """In CI nothing may skip: a skipped test there means a missing install step or service."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
+    if os.environ.get("CI") and skipped and exitstatus == 0:
+        reporter.write_line(f"CI: {skipped} test(s) skipped; every test must run in CI.", red=True)
+        session.exitstatus = 1
+
+
+@pytest.fixture(scope="session")
+def devllm():
+    server = start_devllm(*DEVLLM_FAST)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _llm_settings(settings, devllm):
+    """Every test talks to the session's dev LLM over real HTTP, with no fallback unless it asks for one."""
+    settings.LLM_BASE_URL = f"{devllm.url}/v1"
+    settings.LLM_API_KEY = "test-key"
+    settings.LLM_FALLBACK_BASE_URL = ""
+    settings.LLM_FALLBACK_MODEL = ""
+    settings.LLM_TIMEOUT_SECONDS = 10.0
+    settings.LLM_MODELS = ["demo-mini:0.15:0.60", "demo-large:2.50:10.00"]
+    settings.LLM_DEFAULT_MODEL = ""
+
+
+@pytest.fixture(autouse=True)
+def _clean_cache():
+    """The cache (Redis in CI) holds allauth's rate-limit counters; no test may inherit another's."""
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def user(db):
+    return UserFactory()
+
+
+@pytest.fixture
+def other_user(db):
+    return UserFactory()
+
+
+def requires_chromium():
+    return pytest.mark.skipif(
+        shutil.which("chromium") is None and not os.path.exists("/usr/bin/chromium"),
+        reason="Chromium is not installed (apt-get install chromium; .ci/run does this)",
+    )
