@@ -1,0 +1,97 @@
+"""The LLM layer against real dev LLM servers: fallback before the first token, never after."""
+
+from decimal import Decimal
+
+import pytest
+
+from chat.llm import CompletionStream, ModelConfigError, ProviderError, model_catalogue, parse_model_spec
+from tests.servers import free_port, start_devllm
+
+
+@pytest.fixture(scope="module")
+def broken_devllm():
+    server = start_devllm("--fault", "error_before", "--ttft-ms", "0")
+    yield server
+    server.stop()
+
+
+def stream(content: str = "hi") -> CompletionStream:
+    return CompletionStream(
+        messages=[{"role": "user", "content": content}], model="demo-mini", max_tokens=100, temperature=Decimal("0.7")
+    )
+
+
+async def collect(completion: CompletionStream) -> str:
+    return "".join([text async for text in completion])
+
+
+async def test_primary_answers_with_usage():
+    completion = stream()
+    text = await collect(completion)
+    assert text.startswith("You said: hi")
+    assert completion.usage["completion_tokens"] == 12
+    assert (completion.provider, completion.model, completion.finish_reason) == ("primary", "demo-mini", "stop")
+
+
+async def test_fallback_is_used_when_the_primary_fails_before_the_first_token(settings, broken_devllm, devllm):
+    settings.LLM_BASE_URL = f"{broken_devllm.url}/v1"
+    settings.LLM_FALLBACK_BASE_URL = f"{devllm.url}/v1"
+    settings.LLM_FALLBACK_MODEL = "demo-large:2.50:10.00"
+    completion = stream()
+    text = await collect(completion)
+    assert text.startswith("You said: hi")
+    assert (completion.provider, completion.model) == ("fallback", "demo-large")
+
+
+async def test_fallback_is_used_when_the_primary_is_unreachable(settings, devllm):
+    settings.LLM_BASE_URL = f"http://127.0.0.1:{free_port()}/v1"
+    settings.LLM_FALLBACK_BASE_URL = f"{devllm.url}/v1"
+    settings.LLM_FALLBACK_MODEL = "demo-large:2.50:10.00"
+    completion = stream()
+    assert (await collect(completion)).startswith("You said")
+    assert completion.provider == "fallback"
+
+
+async def test_fallback_is_never_used_after_tokens_reached_the_user(settings, devllm):
+    settings.LLM_FALLBACK_BASE_URL = f"{devllm.url}/v1"
+    settings.LLM_FALLBACK_MODEL = "demo-large:2.50:10.00"
+    completion = stream("go [devllm fault=error_mid fault_after=3]")
+    received = []
+    with pytest.raises(ProviderError) as raised:
+        async for text in completion:
+            received.append(text)
+    assert len(received) == 3
+    assert raised.value.code == "provider_error"
+    assert completion.provider == "primary"
+
+
+async def test_without_fallback_a_failure_before_the_first_token_is_reported(settings, broken_devllm):
+    settings.LLM_BASE_URL = f"{broken_devllm.url}/v1"
+    with pytest.raises(ProviderError):
+        await collect(stream())
+
+
+async def test_a_hanging_provider_times_out(settings):
+    settings.LLM_TIMEOUT_SECONDS = 0.5
+    with pytest.raises(ProviderError) as raised:
+        await collect(stream("wait [devllm fault=hang]"))
+    assert raised.value.code == "provider_timeout"
+
+
+async def test_provider_error_text_never_reaches_the_user(settings, broken_devllm):
+    settings.LLM_BASE_URL = f"{broken_devllm.url}/v1"
+    with pytest.raises(ProviderError) as raised:
+        await collect(stream())
+    assert "fault" not in str(raised.value) and "devllm" not in str(raised.value)
+
+
+def test_model_specs_are_parsed_with_decimal_prices(settings):
+    assert parse_model_spec("gpt-4o-mini:0.15:0.60").output_usd_per_1m == Decimal("0.60")
+    settings.LLM_DEFAULT_MODEL = "demo-large"
+    assert model_catalogue().default.id == "demo-large"
+
+
+@pytest.mark.parametrize("spec", ["no-prices", "m:abc:1", "m:1:-2", ":1:2"])
+def test_bad_model_specs_are_refused(spec):
+    with pytest.raises(ModelConfigError):
+        parse_model_spec(spec)

@@ -1,0 +1,142 @@
+"""The chat page and the conversation endpoints over HTTP."""
+
+import json
+
+import pytest
+from django.urls import reverse
+
+from chat.models import Conversation
+from tests.factories import ConversationFactory, MessageFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_chat_page_requires_login(client):
+    response = client.get(reverse("chat:new"))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("account_login"))
+
+
+def test_chat_page_lists_only_my_conversations_newest_first(client, user, other_user):
+    older = ConversationFactory(user=user, title="Older")
+    newer = ConversationFactory(user=user, title="Newer")
+    Conversation.objects.filter(pk=older.pk).update(updated_at=newer.updated_at.replace(year=2020))
+    ConversationFactory(user=other_user, title="Not yours")
+    client.force_login(user)
+
+    response = client.get(reverse("chat:new"))
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert html.index("Newer") < html.index("Older")
+    assert "Not yours" not in html
+    assert [c["id"] for c in response.context["conversations"]] == [newer.pk, older.pk]
+
+
+def test_chat_page_query_count_does_not_grow_with_history(client, user, django_assert_max_num_queries):
+    conversation = ConversationFactory(user=user)
+    client.force_login(user)
+    for _ in range(3):
+        MessageFactory(conversation=conversation)
+        ConversationFactory(user=user)
+    with django_assert_max_num_queries(6):
+        small = client.get(reverse("chat:conversation", args=[conversation.pk]))
+    for _ in range(30):
+        MessageFactory(conversation=conversation)
+        ConversationFactory(user=user)
+    with django_assert_max_num_queries(6):
+        large = client.get(reverse("chat:conversation", args=[conversation.pk]))
+    assert small.status_code == large.status_code == 200
+    assert len(json.loads(large.context["chat_config"] and json.dumps(large.context["chat_config"]))["messages"]) == 33
+
+
+def test_history_is_rendered_as_data_not_html(client, user):
+    conversation = ConversationFactory(user=user)
+    MessageFactory(conversation=conversation, content="<script>alert(1)</script>")
+    client.force_login(user)
+    html = client.get(reverse("chat:conversation", args=[conversation.pk])).content.decode()
+    assert "<script>alert(1)</script>" not in html
+    assert "\\u003Cscript\\u003Ealert(1)\\u003C/script\\u003E" in html
+
+
+def test_someone_elses_conversation_page_is_404_like_a_missing_one(client, user, other_user):
+    theirs = ConversationFactory(user=other_user)
+    client.force_login(user)
+    assert client.get(reverse("chat:conversation", args=[theirs.pk])).status_code == 404
+    assert client.get(reverse("chat:conversation", args=[theirs.pk + 999])).status_code == 404
+
+
+def test_rename_and_delete_my_conversation(client, user):
+    conversation = ConversationFactory(user=user, title="Old")
+    client.force_login(user)
+    response = client.post(
+        reverse("chat:rename", args=[conversation.pk]), {"title": "  New title "}, content_type="application/json"
+    )
+    assert response.json() == {"id": conversation.pk, "title": "New title"}
+    conversation.refresh_from_db()
+    assert conversation.title == "New title"
+
+    response = client.post(reverse("chat:delete", args=[conversation.pk]), content_type="application/json")
+    assert response.json() == {"id": conversation.pk, "deleted": True}
+    assert not Conversation.objects.filter(pk=conversation.pk).exists()
+
+
+@pytest.mark.parametrize("action", ["chat:rename", "chat:delete"])
+def test_someone_elses_conversation_cannot_be_changed(client, user, other_user, action):
+    theirs = ConversationFactory(user=other_user, title="Theirs")
+    client.force_login(user)
+    response = client.post(reverse(action, args=[theirs.pk]), {"title": "Mine now"}, content_type="application/json")
+    assert response.status_code == 404
+    assert response.json() == {"error": {"code": "not_found", "message": "Conversation not found."}}
+    theirs.refresh_from_db()
+    assert theirs.title == "Theirs"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [("{not json", "not valid JSON"), ("[]", "JSON object"), ('{"title": ""}', "empty"), ('{"title": 5}', "empty")],
+)
+def test_bad_rename_bodies_get_a_clear_400(client, user, body, message):
+    conversation = ConversationFactory(user=user)
+    client.force_login(user)
+    response = client.post(reverse("chat:rename", args=[conversation.pk]), body, content_type="application/json")
+    assert response.status_code == 400
+    assert message in response.json()["error"]["message"]
+
+
+def test_conversation_endpoints_need_login_post_and_csrf(client, user):
+    conversation = ConversationFactory(user=user)
+    url = reverse("chat:delete", args=[conversation.pk])
+    assert client.post(url).status_code == 401
+    client.force_login(user)
+    assert client.get(url).status_code == 405
+    csrf_client = type(client)(enforce_csrf_checks=True)
+    csrf_client.force_login(user)
+    assert csrf_client.post(url).status_code == 403
+    assert Conversation.objects.filter(pk=conversation.pk).exists()
+
+
+def test_chat_javascript_is_loaded_only_on_the_chat_page(client, user):
+    assert "chat/chat.js" not in client.get("/").content.decode()
+    client.force_login(user)
+    assert "chat/chat.js" in client.get(reverse("chat:new")).content.decode()
+    assert "chat/chat.js" not in client.get("/").content.decode()
+
+
+def test_pages_send_a_strict_content_security_policy(client, user):
+    client.force_login(user)
+    policy = client.get(reverse("chat:new"))["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+
+
+def test_landing_page_explains_and_links(client):
+    html = client.get("/").content.decode()
+    assert reverse("account_signup") in html and reverse("account_login") in html
+    assert "demo" in html.lower()
+
+
+def test_no_secret_reaches_a_page(client, user, settings):
+    settings.LLM_API_KEY = "sk-very-secret-key-123"
+    client.force_login(user)
+    for url in ("/", reverse("chat:new")):
+        html = client.get(url).content.decode()
+        assert settings.LLM_API_KEY not in html and settings.SECRET_KEY not in html

@@ -1,0 +1,94 @@
+"""Start-up configuration: production refuses to start misconfigured; the deploy checks are clean."""
+
+import os
+import secrets
+import subprocess
+import sys
+
+import pytest
+
+from tests.servers import ROOT
+
+CONFIG_NAMES = (
+    "DEBUG", "SECRET_KEY", "DATABASE_URL", "REDIS_URL", "LLM_BASE_URL", "LLM_API_KEY", "ALLOWED_HOSTS",
+    "GOOGLE_OAUTH_CLIENT_ID", "GOOGLE_OAUTH_SECRET", "GITHUB_OAUTH_CLIENT_ID", "GITHUB_OAUTH_SECRET",
+)
+PRODUCTION = {
+    "DEBUG": "false",
+    "SECRET_KEY": secrets.token_urlsafe(64),
+    "DATABASE_URL": "postgres://aisaas@db.internal:5432/aisaas",
+    "REDIS_URL": "redis://cache.internal:6379/0",
+    "LLM_BASE_URL": "https://llm.internal/v1",
+    "LLM_API_KEY": "sk-production-key",
+    "ALLOWED_HOSTS": "aisaas.example.com",
+}
+
+
+def run(args: list[str], **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in CONFIG_NAMES}
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_production_without_secrets_stops_with_one_clear_message():
+    result = run(["manage.py", "check"], DEBUG="false")
+    assert result.returncode != 0
+    message = result.stderr.strip().splitlines()[-1]
+    assert "ImproperlyConfigured" in message
+    for name in ("SECRET_KEY", "DATABASE_URL", "REDIS_URL", "LLM_BASE_URL", "LLM_API_KEY"):
+        assert name in message
+
+
+def test_production_with_an_insecure_secret_key_fails_the_checks_and_the_server_does_not_start():
+    env = {**PRODUCTION, "SECRET_KEY": "django-insecure-abc"}
+    result = run(["manage.py", "check"], **env)
+    assert result.returncode != 0 and "aisaas.E001" in result.stderr
+    result = run(["-c", "import aisaas.asgi"], **env)
+    assert result.returncode != 0 and "aisaas.E001" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "check_id"),
+    [({"ALLOWED_HOSTS": "*"}, "aisaas.E002"), ({"DATABASE_URL": "sqlite:////tmp/x.db"}, "aisaas.E003")],
+)
+def test_production_refuses_other_insecure_values(override, check_id):
+    result = run(["manage.py", "check"], **{**PRODUCTION, **override})
+    assert result.returncode != 0 and check_id in result.stderr
+
+
+def test_check_deploy_is_clean_under_production_settings():
+    result = run(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], **PRODUCTION)
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_bad_model_list_is_a_startup_error():
+    result = run(["manage.py", "check"], LLM_MODELS="gpt-4o-mini")
+    assert result.returncode != 0 and "aisaas.E010" in result.stderr
+
+
+def test_embedded_default_needs_nothing_configured():
+    code = "import django; django.setup(); from django.conf import settings as s; print(s.DEBUG, s.CACHES['default']['BACKEND'], s.CHANNEL_LAYERS['default']['BACKEND'], s.CELERY_TASK_ALWAYS_EAGER, s.LLM_DEMO)"
+    result = run(["-c", code], DJANGO_SETTINGS_MODULE="aisaas.settings")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "True", "django.core.cache.backends.locmem.LocMemCache", "channels.layers.InMemoryChannelLayer", "True", "True"
+    ]
+
+
+def test_redis_url_switches_cache_channel_layer_and_celery_to_redis():
+    code = "import django; django.setup(); from django.conf import settings as s; print(s.CACHES['default']['BACKEND'], s.CHANNEL_LAYERS['default']['BACKEND'], s.CELERY_BROKER_URL, s.CELERY_TASK_ALWAYS_EAGER)"
+    result = run(["-c", code], DJANGO_SETTINGS_MODULE="aisaas.settings", REDIS_URL="redis://127.0.0.1:6379/3")
+    assert result.stdout.split() == [
+        "django_redis.cache.RedisCache", "channels_redis.core.RedisChannelLayer", "redis://127.0.0.1:6379/3", "False"
+    ]
+
+
+def test_social_logins_are_switched_on_by_environment_variables():
+    code = "import django; django.setup(); from django.conf import settings as s; print(sorted(s.SOCIALACCOUNT_PROVIDERS))"
+    assert run(["-c", code], DJANGO_SETTINGS_MODULE="aisaas.settings").stdout.strip() == "[]"
+    result = run(
+        ["-c", code], DJANGO_SETTINGS_MODULE="aisaas.settings", GITHUB_OAUTH_CLIENT_ID="id", GITHUB_OAUTH_SECRET="s"
+    )
+    assert result.stdout.strip() == "['github']"
