@@ -2,7 +2,6 @@
 
 import dataclasses
 import hashlib
-import random
 import re
 from dataclasses import dataclass
 
@@ -30,17 +29,14 @@ MODERATION_CATEGORIES = (
     "violence/graphic",
 )
 
+# The rest of an answer: these sentences in order, starting at a place chosen by the prompt's hash.
 FILLER = (
-    "streaming answers",
-    "arrive token by token,",
-    "every request is metered",
-    "and gated before",
-    "any paid call.",
-    "Quotas are reserved",
-    "atomically, limits",
-    "are shared,",
-    "and usage is",
-    "settled exactly once.",
+    "This is the built-in demo model, so the answer is canned.",
+    "Answers stream token by token over a websocket.",
+    "Every request is gated before any paid call is made.",
+    "Quotas are reserved atomically and settled to the real usage.",
+    "Rate limits are shared by every web process.",
+    "Each token is metered, priced and billed exactly once.",
 )
 
 TOKEN = re.compile(r"\s*\S+|\s+")
@@ -82,11 +78,12 @@ def answer_tokens(messages: list[dict], *, length: int) -> list[str]:
     """The answer, split into tokens: an echo of the user's words, then deterministic filler."""
     prompt = DIRECTIVE.sub("", last_user_text(messages)).strip()
     echo = TOKEN.findall(f"You said: {prompt}\n\n") if prompt else []
-    seed = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big")
-    rng = random.Random(seed)
+    first_sentence = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big") % len(FILLER)
     tokens = echo[:length]
+    sentence = first_sentence
     while len(tokens) < length:
-        tokens.extend(TOKEN.findall(" " + rng.choice(FILLER)))
+        tokens.extend(TOKEN.findall(FILLER[sentence % len(FILLER)] + " "))
+        sentence += 1
     return tokens[:length]
 
 

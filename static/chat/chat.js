@@ -127,7 +127,7 @@ function upsertConversation(id, title, { moveToTop = false } = {}) {
     const link = document.createElement("a");
     link.className = "title";
     link.href = `/chat/c/${id}/`;
-    item.append(link, iconButton("rename", "✎", "Rename"), iconButton("delete", "🗑", "Delete"));
+    item.append(link, iconButton("rename", "✎", "Rename"), iconButton("delete", "✕", "Delete"));
     moveToTop = true;
   }
   item.querySelector("a.title").textContent = title || "Untitled";

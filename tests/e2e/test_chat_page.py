@@ -1,0 +1,137 @@
+"""The chat page in real headless Chromium against daphne, the dev LLM streaming over HTTP."""
+
+import re
+
+import pytest
+
+from chat.models import Message
+from tests.e2e.conftest import sign_in
+from tests.factories import PASSWORD
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+LAST_ANSWER = "article.message.assistant >> nth=-1"
+
+
+def send(page, text):
+    page.fill("#prompt", text)
+    page.press("#prompt", "Enter")
+
+
+def test_sign_in_watch_it_stream_stop_one_and_reload_the_history(page, browser_user):
+    sign_in(page, browser_user, PASSWORD)
+    send(page, "Hello browser")
+    answer = page.locator(LAST_ANSWER)
+    page.wait_for_function(
+        "() => (document.querySelector('article.message.assistant.streaming .body')?.textContent || '').length > 0"
+    )
+    early = len(answer.locator(".body").inner_text())
+    page.wait_for_selector("article.message.assistant.complete")
+    final = answer.locator(".body").inner_text()
+    assert 0 < early < len(final), "the answer should grow while it streams"
+    assert final.startswith("You said: Hello browser")
+    page.wait_for_url(re.compile(r"/chat/c/\d+/$"))
+    assert page.locator("#conversations li.active a.title").inner_text() == "Hello browser"
+
+    send(page, "Now a long one [devllm tokens=400 interval_ms=20]")
+    page.wait_for_function(
+        "() => (document.querySelector('article.message.assistant.streaming .body')?.textContent || '').length > 20"
+    )
+    page.click("#stop")
+    page.wait_for_selector("article.message.assistant.stopped")
+    assert "Stopped" in page.locator(LAST_ANSWER).locator(".meta").inner_text()
+    stopped_text = page.locator(LAST_ANSWER).locator(".body").inner_text()
+
+    page.reload()
+    assert page.locator("article.message.user").all_inner_texts() == [
+        "Hello browser",
+        "Now a long one [devllm tokens=400 interval_ms=20]",
+    ]
+    answers = page.locator("article.message.assistant .body").all_inner_texts()
+    assert answers == [final, stopped_text]
+    assert Message.objects.get(role="assistant", status="stopped").content.strip() != ""
+    assert page.js_errors == []
+
+
+def test_markdown_renders_but_html_from_the_model_never_executes(page, browser_user):
+    dialogs = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    sign_in(page, browser_user, PASSWORD)
+    payload = (
+        "**bold** `code` <img src=x onerror=\"window.__xss='img'\"> "
+        "<script>window.__xss='script';alert(1)</script> <a href=\"javascript:window.__xss='link'\">x</a>"
+    )
+    send(page, f"{payload} [devllm tokens=60]")
+    page.wait_for_selector("article.message.assistant.complete")
+
+    for _ in range(2):  # live stream, then the history rendered after a reload
+        body = page.locator(LAST_ANSWER).locator(".body")
+        assert body.locator("strong").first.inner_text() == "bold"
+        assert body.locator("code").first.inner_text() == "code"
+        assert body.locator("script").count() == 0
+        assert body.locator("img[onerror]").count() == 0
+        assert body.locator("a[href^=javascript]").count() == 0
+        page.locator(LAST_ANSWER).locator("a").first.click() if body.locator("a").count() else None
+        assert page.evaluate("window.__xss") is None
+        assert dialogs == []
+        page.reload()
+        page.wait_for_selector(LAST_ANSWER)
+    # The user's own message is shown as text, not HTML.
+    assert "<script>" in page.locator("article.message.user").first.inner_text()
+
+
+def test_enter_sends_and_shift_enter_adds_a_line(page, browser_user):
+    sign_in(page, browser_user, PASSWORD)
+    page.click("#prompt")
+    page.keyboard.type("first line")
+    page.keyboard.press("Shift+Enter")
+    page.keyboard.type("second line")
+    assert page.input_value("#prompt") == "first line\nsecond line"
+    assert page.locator("article.message").count() == 0
+    page.keyboard.press("Enter")
+    page.wait_for_selector("article.message.assistant.complete")
+    assert page.locator("article.message.user .body").inner_text() == "first line\nsecond line"
+    assert page.input_value("#prompt") == ""
+
+
+def test_regenerate_rename_and_delete_from_the_page(page, browser_user):
+    sign_in(page, browser_user, PASSWORD)
+    send(page, "Regenerate this")
+    page.wait_for_selector("article.message.assistant.complete")
+    first_id = page.locator(LAST_ANSWER).get_attribute("data-id")
+    page.click("button.regenerate")
+    page.wait_for_function(
+        f"() => document.querySelector('article.message.assistant.complete:not([data-id=\"{first_id}\"])')"
+    )
+    assert page.locator("article.message.assistant").count() == 1
+
+    page.once("dialog", lambda dialog: dialog.accept("Renamed chat"))
+    page.locator("#conversations li.active button.rename").click()
+    page.wait_for_function("() => document.querySelector('#conversations li.active a.title').textContent === 'Renamed chat'")
+    page.reload()
+    assert page.locator("#conversations li.active a.title").inner_text() == "Renamed chat"
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("#conversations li.active button.delete").click()
+    page.wait_for_url("**/chat/")
+    assert page.locator("#conversations li[data-id]").count() == 0
+
+
+def test_phone_width_and_dark_mode(browser, live_server_url, browser_user):
+    context = browser.new_context(
+        base_url=live_server_url, viewport={"width": 390, "height": 844}, color_scheme="dark", is_mobile=True
+    )
+    page = context.new_page()
+    try:
+        sign_in(page, browser_user, PASSWORD)
+        assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(20, 20, 23)"
+        sidebar = page.locator("#sidebar")
+        assert sidebar.bounding_box()["x"] + sidebar.bounding_box()["width"] <= 0  # off-screen until asked for
+        composer = page.locator("#composer").bounding_box()
+        assert composer["x"] >= 0 and composer["x"] + composer["width"] <= 390
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
+        page.click("#toggle-sidebar")
+        page.wait_for_function("() => document.querySelector('#sidebar').getBoundingClientRect().x >= 0")
+        page.screenshot(path="/tmp/aisaas-phone-dark.png")
+    finally:
+        context.close()
