@@ -21,6 +21,15 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 @pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """No persistent connections in tests: the ORM threads of async tests would otherwise keep PostgreSQL
+    sessions open, and the test database could not be dropped at the end."""
+    from django.db import connections
+
+    connections["default"].settings_dict["CONN_MAX_AGE"] = 0
+
+
+@pytest.fixture(scope="session")
 def devllm():
     server = start_devllm(*DEVLLM_FAST)
     yield server

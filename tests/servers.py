@@ -65,7 +65,8 @@ def start_daphne(env: dict[str, str]) -> Server:
     process = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "aisaas.asgi:application"],
         cwd=ROOT,
-        env={**os.environ, **env},
+        # Never the test process's relaxed async-safety guard: the server runs as in production.
+        env={**{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL if not os.environ.get("AISAAS_SERVER_LOGS") else None,
     )
@@ -80,4 +81,5 @@ def database_url(settings_dict: dict) -> str:
     user = settings_dict.get("USER") or ""
     password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
     credentials = f"{user}{password}@" if user else ""
-    return f"postgres://{credentials}{settings_dict.get('HOST') or ''}:{settings_dict.get('PORT') or 5432}/{settings_dict['NAME']}"
+    host = f"{settings_dict.get('HOST') or ''}:{settings_dict.get('PORT') or 5432}"
+    return f"postgres://{credentials}{host}/{settings_dict['NAME']}"

@@ -10,8 +10,17 @@ import pytest
 from tests.servers import ROOT
 
 CONFIG_NAMES = (
-    "DEBUG", "SECRET_KEY", "DATABASE_URL", "REDIS_URL", "LLM_BASE_URL", "LLM_API_KEY", "ALLOWED_HOSTS",
-    "GOOGLE_OAUTH_CLIENT_ID", "GOOGLE_OAUTH_SECRET", "GITHUB_OAUTH_CLIENT_ID", "GITHUB_OAUTH_SECRET",
+    "DEBUG",
+    "SECRET_KEY",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "LLM_BASE_URL",
+    "LLM_API_KEY",
+    "ALLOWED_HOSTS",
+    "GOOGLE_OAUTH_CLIENT_ID",
+    "GOOGLE_OAUTH_SECRET",
+    "GITHUB_OAUTH_CLIENT_ID",
+    "GITHUB_OAUTH_SECRET",
 )
 PRODUCTION = {
     "DEBUG": "false",
@@ -22,6 +31,17 @@ PRODUCTION = {
     "LLM_API_KEY": "sk-production-key",
     "ALLOWED_HOSTS": "aisaas.example.com",
 }
+
+
+def settings_of(*names: str, **env: str) -> list[str]:
+    """Expressions over the settings `s`, as a fresh process with this environment sees them."""
+    code = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        f"print(*[eval(expression, {{'s': s}}) for expression in {list(names)!r}])"
+    )
+    result = run(["-c", code], DJANGO_SETTINGS_MODULE="aisaas.settings", **env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
 
 
 def run(args: list[str], **env: str) -> subprocess.CompletedProcess:
@@ -69,26 +89,32 @@ def test_bad_model_list_is_a_startup_error():
 
 
 def test_embedded_default_needs_nothing_configured():
-    code = "import django; django.setup(); from django.conf import settings as s; print(s.DEBUG, s.CACHES['default']['BACKEND'], s.CHANNEL_LAYERS['default']['BACKEND'], s.CELERY_TASK_ALWAYS_EAGER, s.LLM_DEMO)"
-    result = run(["-c", code], DJANGO_SETTINGS_MODULE="aisaas.settings")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == [
-        "True", "django.core.cache.backends.locmem.LocMemCache", "channels.layers.InMemoryChannelLayer", "True", "True"
+    assert settings_of(
+        "s.DEBUG",
+        "s.CACHES['default']['BACKEND']",
+        "s.CHANNEL_LAYERS['default']['BACKEND']",
+        "s.CELERY_TASK_ALWAYS_EAGER",
+        "s.LLM_DEMO",
+    ) == [
+        "True",
+        "django.core.cache.backends.locmem.LocMemCache",
+        "channels.layers.InMemoryChannelLayer",
+        "True",
+        "True",
     ]
 
 
 def test_redis_url_switches_cache_channel_layer_and_celery_to_redis():
-    code = "import django; django.setup(); from django.conf import settings as s; print(s.CACHES['default']['BACKEND'], s.CHANNEL_LAYERS['default']['BACKEND'], s.CELERY_BROKER_URL, s.CELERY_TASK_ALWAYS_EAGER)"
-    result = run(["-c", code], DJANGO_SETTINGS_MODULE="aisaas.settings", REDIS_URL="redis://127.0.0.1:6379/3")
-    assert result.stdout.split() == [
-        "django_redis.cache.RedisCache", "channels_redis.core.RedisChannelLayer", "redis://127.0.0.1:6379/3", "False"
+    names = ("s.CACHES['default']['BACKEND']", "s.CHANNEL_LAYERS['default']['BACKEND']", "s.CELERY_BROKER_URL")
+    assert settings_of(*names, "s.CELERY_TASK_ALWAYS_EAGER", REDIS_URL="redis://127.0.0.1:6379/3") == [
+        "django_redis.cache.RedisCache",
+        "channels_redis.core.RedisChannelLayer",
+        "redis://127.0.0.1:6379/3",
+        "False",
     ]
 
 
 def test_social_logins_are_switched_on_by_environment_variables():
-    code = "import django; django.setup(); from django.conf import settings as s; print(sorted(s.SOCIALACCOUNT_PROVIDERS))"
-    assert run(["-c", code], DJANGO_SETTINGS_MODULE="aisaas.settings").stdout.strip() == "[]"
-    result = run(
-        ["-c", code], DJANGO_SETTINGS_MODULE="aisaas.settings", GITHUB_OAUTH_CLIENT_ID="id", GITHUB_OAUTH_SECRET="s"
-    )
-    assert result.stdout.strip() == "['github']"
+    assert settings_of("sorted(s.SOCIALACCOUNT_PROVIDERS)") == ["[]"]
+    switched_on = settings_of("sorted(s.SOCIALACCOUNT_PROVIDERS)", GITHUB_OAUTH_CLIENT_ID="id", GITHUB_OAUTH_SECRET="s")
+    assert switched_on == ["['github']"]

@@ -29,11 +29,14 @@ def get_message(pk) -> Message:
 async def test_anonymous_socket_is_closed_with_4401():
     socket, connected, _ = await open_socket(user=None)
     assert connected  # accepted, then closed with a code the browser can act on
-    assert await socket.communicator.receive_output(timeout=2) == {"type": "websocket.close", "code": CloseCode.UNAUTHENTICATED}
+    assert await socket.communicator.receive_output(timeout=2) == {
+        "type": "websocket.close",
+        "code": CloseCode.UNAUTHENTICATED,
+    }
 
 
 async def test_cross_origin_socket_is_refused(user):
-    socket, connected, _ = await open_socket(user, origin=b"http://evil.example")
+    _, connected, _ = await open_socket(user, origin=b"http://evil.example")
     assert not connected
 
 
@@ -57,7 +60,11 @@ async def test_message_streams_in_order_and_is_persisted(chat_socket, user):
     assert (reply.status, reply.content, reply.completion_tokens) == ("complete", delta_text(frames), 12)
     assert reply.prompt_tokens > 0 and reply.time_to_first_token_ms is not None and reply.finished_at
     question = await get_message(start["user_message"])
-    assert (question.role, question.content, question.conversation_id) == ("user", "Hello **world**", reply.conversation_id)
+    assert (question.role, question.content, question.conversation_id) == (
+        "user",
+        "Hello **world**",
+        reply.conversation_id,
+    )
 
 
 async def test_follow_up_goes_to_the_same_conversation_with_history(chat_socket):
@@ -206,7 +213,11 @@ async def test_changes_made_elsewhere_reach_the_users_other_sockets(chat_socket,
     other_tab, _, _ = await open_socket(user)
     frames = await chat_socket.ask("Sync me")
     conversation_id = frames[0]["conversation"]["id"]
-    assert await other_tab.receive(skip_events=False) == {"type": "conversation", "id": conversation_id, "title": "Sync me"}
+    assert await other_tab.receive(skip_events=False) == {
+        "type": "conversation",
+        "id": conversation_id,
+        "title": "Sync me",
+    }
 
     from chat.services import conversation_delete
 

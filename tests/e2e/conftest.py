@@ -16,10 +16,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 
-# Playwright's sync API keeps an event loop on this thread, which makes Django's async-safety guard refuse
-# the (ordinary, synchronous) ORM calls these tests make to set up data.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
 pytestmark = pytest.mark.browser
 
 
@@ -56,14 +52,22 @@ def live_server_url(django_db_setup, browser_devllm):
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def browser():
+@pytest.fixture(scope="module")
+def browser(live_server_url):
+    """Module-scoped: Playwright's sync API keeps an event loop on this thread while it runs, so it must be
+    gone before the async tests of other modules start. Meanwhile Django's async-safety guard would refuse the
+    ordinary synchronous ORM calls these tests make to set up data, so it is relaxed for this module only
+    (the daphne subprocess never inherits that)."""
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            yield browser
+            browser.close()
+    finally:
+        del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
 
 
 @pytest.fixture
