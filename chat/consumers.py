@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from aisaas.errors import ApplicationError, Conflict
@@ -66,16 +65,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
         match request:
             case SendMessage(conversation=conversation_id, content=content, model=model):
                 self.ensure_idle()
-                turn = await database_sync_to_async(services.turn_begin)(
+                plan = await services.in_db_thread(services.turn_plan)(
                     user=self.user, conversation_id=conversation_id, content=content, model=model
                 )
-                await self.start_reply(turn)
+                await self.start_reply(plan)
             case Regenerate(conversation=conversation_id, model=model):
                 self.ensure_idle()
-                turn = await database_sync_to_async(services.turn_regenerate)(
+                plan = await services.in_db_thread(services.regenerate_plan)(
                     user=self.user, conversation_id=conversation_id, model=model
                 )
-                await self.start_reply(turn)
+                await self.start_reply(plan)
             case Stop():
                 if self.stream_task and not self.stream_task.done():
                     self.stop_requested.set()
@@ -86,7 +85,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.stream_task and not self.stream_task.done():
             raise Conflict("Wait for the current answer to finish, or stop it.", code="busy")
 
-    async def start_reply(self, turn: services.Turn):
+    async def start_reply(self, plan: services.TurnPlan):
+        reply = await services.reply_open(plan)
+        turn = reply.turn
         await self.send_frame(
             {
                 "type": "start",
@@ -101,14 +102,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
             }
         )
         self.stop_requested = asyncio.Event()
-        self.stream_task = asyncio.create_task(self.relay_reply(turn))
+        self.stream_task = asyncio.create_task(self.relay_reply(reply))
 
-    async def relay_reply(self, turn: services.Turn):
+    async def relay_reply(self, reply: services.OpenReply):
+        turn = reply.turn
+
         async def send_delta(text: str):
             await self.send_frame({"type": "delta", "message": turn.message_id, "content": text})
 
         try:
-            outcome = await services.reply_stream(turn, on_text=send_delta, stop=self.stop_requested)
+            outcome = await services.reply_stream(reply, on_text=send_delta, stop=self.stop_requested)
         except Exception:
             logger.exception("Reply %s failed", turn.message_id)
             outcome = None

@@ -6,6 +6,7 @@ switching models would splice two different answers together, so a later failure
 """
 
 import asyncio
+import json
 import logging
 import weakref
 from collections.abc import AsyncIterator
@@ -122,20 +123,58 @@ def _provider_error(error: Exception) -> ProviderError:
     return ProviderError("provider_error", "The model failed to answer.")
 
 
-@dataclass
-class CompletionStream:
-    """Async-iterate for text deltas; afterwards `model`, `usage` and `finish_reason` say what happened."""
+_END = object()
 
-    messages: list[dict]
-    model: str
-    max_tokens: int
-    temperature: Decimal
-    usage: dict | None = None
-    finish_reason: str | None = None
-    provider: str = ""
-    _response: object = None
+
+class CompletionStream:
+    """One streamed completion. `start()` sends the request at once, so the provider's time to first token
+    overlaps whatever the caller does next; iterating yields the text deltas as they arrive.
+
+    Afterwards `model` (the one that answered), `usage` (None if the stream was cut short), `received_text`
+    (everything the provider sent, delivered or not) and `finish_reason` say what happened.
+    """
+
+    def __init__(self, *, messages: list[dict], model: str, max_tokens: int, temperature: Decimal):
+        self.messages = messages
+        self.model = model
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.provider = ""
+        self.usage: dict | None = None
+        self.finish_reason: str | None = None
+        self.received_text = ""
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._producer: asyncio.Task | None = None
+
+    def start(self) -> "CompletionStream":
+        if self._producer is None:
+            self._producer = asyncio.create_task(self._produce())
+        return self
 
     async def __aiter__(self) -> AsyncIterator[str]:
+        self.start()
+        while (item := await self._queue.get()) is not _END:
+            if isinstance(item, Exception):
+                raise item
+            yield item
+
+    async def aclose(self) -> None:
+        """Stop reading and close the HTTP response: the provider stops generating (and billing) once it
+        notices. Safe to call at any time, more than once."""
+        if self._producer is not None and not self._producer.done():
+            self._producer.cancel()
+            await asyncio.gather(self._producer, return_exceptions=True)
+
+    async def _produce(self) -> None:
+        try:
+            async for text in self._provider_texts():
+                self.received_text += text
+                self._queue.put_nowait(text)
+            self._queue.put_nowait(_END)
+        except Exception as error:  # handed to the reader, who decides what the user sees
+            self._queue.put_nowait(error)
+
+    async def _provider_texts(self) -> AsyncIterator[str]:
         attempts = [(primary_provider(), self.model)]
         fallback = fallback_provider()
         if fallback is not None:
@@ -144,30 +183,32 @@ class CompletionStream:
             delivered = False
             try:
                 self.provider, self.model = provider.name, model
-                self._response = await self._open(provider, model)
-                async for chunk in self._response:
-                    if chunk.usage is not None:
-                        self.usage = {
-                            "prompt_tokens": chunk.usage.prompt_tokens,
-                            "completion_tokens": chunk.usage.completion_tokens,
-                        }
-                    for choice in chunk.choices:
-                        if choice.finish_reason:
-                            self.finish_reason = choice.finish_reason
-                        if choice.delta.content:
-                            delivered = True
-                            yield choice.delta.content
+                async with self._open(provider, model) as response:
+                    async for chunk in _sse_chunks(response):
+                        if chunk.get("usage"):
+                            self.usage = {
+                                "prompt_tokens": chunk["usage"]["prompt_tokens"],
+                                "completion_tokens": chunk["usage"]["completion_tokens"],
+                            }
+                        for choice in chunk.get("choices") or ():
+                            if choice.get("finish_reason"):
+                                self.finish_reason = choice["finish_reason"]
+                            content = (choice.get("delta") or {}).get("content")
+                            if content:
+                                delivered = True
+                                yield content
                 return
-            except (openai.OpenAIError, httpx2.HTTPError, ValueError) as error:
+            except (openai.OpenAIError, httpx2.HTTPError, ValueError, KeyError, TypeError) as error:
                 # The provider's text may echo request details; log it, show the user only a code.
                 logger.warning("LLM provider %s failed (model %s): %s", provider.name, model, type(error).__name__)
                 if delivered or position == len(attempts) - 1:
                     raise _provider_error(error) from error
-            finally:
-                await self.aclose()
 
-    async def _open(self, provider: Provider, model: str):
-        return await client_for(provider).chat.completions.create(
+    def _open(self, provider: Provider, model: str):
+        """The SDK sends the request (auth, base URL, timeouts, retries, HTTP errors as its exceptions); the
+        event stream is parsed in _sse_chunks, which costs a few microseconds a chunk where the SDK's typed
+        chunks cost ~140 (docs/performance.md): with many streams that was most of the web process's CPU."""
+        return client_for(provider).chat.completions.with_streaming_response.create(
             model=model,
             messages=self.messages,
             max_tokens=self.max_tokens,
@@ -176,8 +217,19 @@ class CompletionStream:
             stream_options={"include_usage": True},
         )
 
-    async def aclose(self) -> None:
-        """Close the HTTP response: the provider stops generating (and billing) once it notices."""
-        response, self._response = self._response, None
-        if response is not None:
-            await response.close()
+
+async def _sse_chunks(response) -> AsyncIterator[dict]:
+    """The `data:` events of an OpenAI chat completion stream, until `[DONE]`. An error event raises, as the
+    SDK's own stream does."""
+    async for line in response.iter_lines():
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        chunk = json.loads(data)
+        if chunk.get("error"):
+            raise openai.APIError(
+                "The provider reported an error mid-stream.", request=response.http_request, body=chunk["error"]
+            )
+        yield chunk

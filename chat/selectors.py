@@ -32,12 +32,13 @@ def message_list(*, conversation: Conversation) -> list[dict]:
     )
 
 
-def history_for_prompt(*, conversation: Conversation, limit: int) -> list[dict]:
-    """The latest `limit` finished messages as provider messages, oldest first. Failed replies are left out."""
-    rows = (
-        conversation.messages.exclude(content="")
-        .filter(status__in=[Message.Status.COMPLETE, Message.Status.STOPPED])
-        .order_by("-created_at", "-id")
-        .values("role", "content")[:limit]
+def history_for_prompt(*, conversation: Conversation, limit: int, before: Message | None = None) -> list[dict]:
+    """The latest `limit` finished messages (those older than `before`, if given) as provider messages, oldest
+    first. Failed and empty replies are left out."""
+    messages = conversation.messages.exclude(content="").filter(
+        status__in=[Message.Status.COMPLETE, Message.Status.STOPPED]
     )
+    if before is not None:
+        messages = messages.filter(id__lt=before.pk)
+    rows = messages.order_by("-created_at", "-id").values("role", "content")[:limit]
     return [{"role": row["role"], "content": row["content"]} for row in reversed(rows)]

@@ -6,7 +6,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from decimal import Decimal
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -26,9 +25,29 @@ logger = logging.getLogger(__name__)
 TITLE_MAX_CHARS = 80
 
 
+def in_db_thread(func):
+    """Run ORM code from async code in the loop's thread pool. Each call is one whole unit of work (a
+    transaction at most), so it need not share the single thread-sensitive thread: sockets don't queue
+    behind each other. Each pool thread keeps one database connection."""
+    return database_sync_to_async(func, thread_sensitive=False)
+
+
+@dataclass(frozen=True)
+class TurnPlan:
+    """A checked request for a reply: valid, owned by the user, and the exact prompt to send. Nothing is
+    written yet, so the provider call can start while the messages are being saved."""
+
+    user: object
+    conversation_id: int | None  # None: a new conversation
+    content: str | None  # None: regenerate the conversation's last answer
+    model: str
+    prompt: list[dict]
+    title: str
+
+
 @dataclass(frozen=True)
 class Turn:
-    """Everything the streaming part needs, so it never touches the ORM while the provider streams."""
+    """The saved side of a reply: the conversation and the 'streaming' assistant message to settle."""
 
     conversation_id: int
     conversation_title: str
@@ -36,9 +55,12 @@ class Turn:
     user_message_id: int | None
     message_id: int
     model: str
-    prompt: list[dict]
-    max_tokens: int
-    temperature: Decimal
+
+
+@dataclass(frozen=True)
+class OpenReply:
+    turn: Turn
+    stream: CompletionStream
 
 
 @dataclass(frozen=True)
@@ -93,60 +115,97 @@ def content_validate(content) -> str:
     return content
 
 
-def _turn_for(*, user, conversation: Conversation, created: bool, user_message_id, model: str) -> Turn:
-    assistant = Message.objects.create(
-        conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING, model=model
-    )
-    prompt = [{"role": "system", "content": system_prompt_for(user)}]
-    prompt += history_for_prompt(conversation=conversation, limit=settings.CHAT_HISTORY_MESSAGES)
-    return Turn(
-        conversation_id=conversation.pk,
-        conversation_title=conversation.title,
-        conversation_created=created,
-        user_message_id=user_message_id,
-        message_id=assistant.pk,
-        model=model,
-        prompt=prompt,
-        max_tokens=settings.LLM_MAX_TOKENS,
-        temperature=settings.LLM_TEMPERATURE,
-    )
-
-
-@transaction.atomic
-def turn_begin(*, user, conversation_id: int | None, content: str, model: str | None) -> Turn:
-    """Save the user's message and an empty 'streaming' reply; the first message titles a new conversation."""
+def turn_plan(*, user, conversation_id: int | None, content, model: str | None) -> TurnPlan:
+    """Check a new message and build its prompt. Reads only (and nothing at all for a new conversation)."""
     content = content_validate(content)
     model = model_resolve(model)
-    now = timezone.now()
-    created = conversation_id is None
-    if created:
-        conversation = Conversation.objects.create(user=user, title=title_from(content), created_at=now, updated_at=now)
-    else:
+    history = []
+    if conversation_id is not None:
         conversation = conversation_get(user=user, conversation_id=conversation_id)
-        conversation.updated_at = now
-        conversation.save(update_fields=["updated_at"])
-    user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content)
-    turn = _turn_for(
-        user=user, conversation=conversation, created=created, user_message_id=user_message.pk, model=model
+        history = history_for_prompt(conversation=conversation, limit=settings.CHAT_HISTORY_MESSAGES - 1)
+    return TurnPlan(
+        user=user,
+        conversation_id=conversation_id,
+        content=content,
+        model=model,
+        prompt=[{"role": "system", "content": system_prompt_for(user)}, *history, {"role": "user", "content": content}],
+        title=title_from(content),
     )
-    events.send_to_user_on_commit(user.pk, {"type": "conversation", "id": conversation.pk, "title": conversation.title})
-    return turn
 
 
-@transaction.atomic
-def turn_regenerate(*, user, conversation_id: int, model: str | None) -> Turn:
-    """Replace the last assistant answer with a new one to the same history."""
-    model = model_resolve(model)
-    conversation = conversation_get(user=user, conversation_id=conversation_id, for_update=True)
+def _last_answer(conversation: Conversation) -> Message:
     last = conversation.messages.order_by("-created_at", "-id").first()
     if last is None or last.role != Message.Role.ASSISTANT:
         raise InvalidInput("There is no answer to regenerate.", code="nothing_to_regenerate")
     if last.status == Message.Status.STREAMING:
         raise Conflict("The last answer is still streaming.", code="busy")
-    last.delete()
-    conversation.updated_at = timezone.now()
-    conversation.save(update_fields=["updated_at"])
-    return _turn_for(user=user, conversation=conversation, created=False, user_message_id=None, model=model)
+    return last
+
+
+def regenerate_plan(*, user, conversation_id: int, model: str | None) -> TurnPlan:
+    """Check a request to redo the last answer and build the prompt that led to it."""
+    model = model_resolve(model)
+    conversation = conversation_get(user=user, conversation_id=conversation_id)
+    last = _last_answer(conversation)
+    history = history_for_prompt(conversation=conversation, limit=settings.CHAT_HISTORY_MESSAGES, before=last)
+    return TurnPlan(
+        user=user,
+        conversation_id=conversation.pk,
+        content=None,
+        model=model,
+        prompt=[{"role": "system", "content": system_prompt_for(user)}, *history],
+        title=conversation.title,
+    )
+
+
+@transaction.atomic
+def turn_record(*, plan: TurnPlan) -> Turn:
+    """Save the user's message (or drop the answer being regenerated) and an empty 'streaming' reply."""
+    now = timezone.now()
+    created = plan.conversation_id is None
+    if created:
+        conversation = Conversation.objects.create(user=plan.user, title=plan.title, created_at=now, updated_at=now)
+    else:
+        # Locked and checked again: the conversation may have changed since the plan was made.
+        conversation = conversation_get(user=plan.user, conversation_id=plan.conversation_id, for_update=True)
+        conversation.updated_at = now
+        conversation.save(update_fields=["updated_at"])
+    user_message_id = None
+    if plan.content is None:
+        _last_answer(conversation).delete()
+    else:
+        user_message_id = Message.objects.create(
+            conversation=conversation, role=Message.Role.USER, content=plan.content
+        ).pk
+    reply = Message.objects.create(
+        conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING, model=plan.model
+    )
+    return Turn(
+        conversation_id=conversation.pk,
+        conversation_title=conversation.title,
+        conversation_created=created,
+        user_message_id=user_message_id,
+        message_id=reply.pk,
+        model=plan.model,
+    )
+
+
+async def reply_open(plan: TurnPlan) -> OpenReply:
+    """Send the provider request, then save the turn while the provider works on its first token: the
+    database writes are off the user's time-to-first-token path."""
+    stream = CompletionStream(
+        messages=plan.prompt, model=plan.model, max_tokens=settings.LLM_MAX_TOKENS, temperature=settings.LLM_TEMPERATURE
+    ).start()
+    try:
+        turn = await in_db_thread(turn_record)(plan=plan)
+    except BaseException:
+        await stream.aclose()
+        raise
+    # Committed: the user's other tabs may show the conversation at the top of their sidebars.
+    await events.send_to_user(
+        plan.user.pk, {"type": "conversation", "id": turn.conversation_id, "title": turn.conversation_title}
+    )
+    return OpenReply(turn=turn, stream=stream)
 
 
 def turn_finish(
@@ -175,16 +234,16 @@ def turn_finish(
     )
 
 
-async def reply_stream(turn: Turn, *, on_text: Callable[[str], Awaitable[None]], stop: asyncio.Event) -> ReplyOutcome:
-    """Stream the reply for `turn` to `on_text` until it ends, fails or `stop` is set, then settle it.
+async def reply_stream(
+    reply: OpenReply, *, on_text: Callable[[str], Awaitable[None]], stop: asyncio.Event
+) -> ReplyOutcome:
+    """Relay the reply to `on_text` until it ends, fails or `stop` is set, then settle it.
 
     The reply is settled in every case (complete, stopped, provider error, even cancellation), so no message
-    is left 'streaming'. Stopping closes the provider's stream so it stops generating; the tokens it had sent
-    are then counted locally, since an aborted stream carries no usage.
+    is left 'streaming'. Stopping closes the provider's stream so it stops generating; an aborted stream
+    carries no usage, so what the provider had sent is then counted locally, never recorded as zero.
     """
-    stream = CompletionStream(
-        messages=turn.prompt, model=turn.model, max_tokens=turn.max_tokens, temperature=turn.temperature
-    )
+    stream, turn = reply.stream, reply.turn
     parts: list[str] = []
     started = time.monotonic()
     first_token_at: float | None = None
@@ -210,23 +269,22 @@ async def reply_stream(turn: Turn, *, on_text: Callable[[str], Awaitable[None]],
         raise
     finally:
         await stream.aclose()
-        content = "".join(parts)
         usage = stream.usage
         outcome = ReplyOutcome(
             message_id=turn.message_id,
             status=status,
             model=stream.model,
-            prompt_tokens=usage["prompt_tokens"] if usage else prompt_token_count(turn.prompt),
-            completion_tokens=usage["completion_tokens"] if usage else token_count(content),
+            prompt_tokens=usage["prompt_tokens"] if usage else prompt_token_count(stream.messages),
+            completion_tokens=usage["completion_tokens"] if usage else token_count(stream.received_text),
             usage_reported=usage is not None,
             error_code=error_code,
             error_message=error_message,
         )
         # Shielded: a cancelled caller must not leave the reply unsettled.
         await asyncio.shield(
-            database_sync_to_async(turn_finish)(
+            in_db_thread(turn_finish)(
                 message_id=turn.message_id,
-                content=content,
+                content="".join(parts),
                 status=status,
                 model=outcome.model,
                 prompt_tokens=outcome.prompt_tokens,

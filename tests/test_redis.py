@@ -1,10 +1,14 @@
 """Production wiring on the real Redis (CI sets REDIS_URL; without it these say why they skip)."""
 
+import asyncio
+
 import pytest
 import redis
 from channels_redis.core import RedisChannelLayer
 from django.conf import settings
 from django.core.cache import cache
+
+from tests.chat.conftest import open_socket
 
 pytestmark = [
     pytest.mark.redis,
@@ -31,3 +35,14 @@ async def test_events_cross_web_processes_through_the_redis_channel_layer():
     await process_a.group_discard("chat.user.42", channel)
     await process_a.flush()
     await process_b.flush()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_idle_chat_socket_outlives_the_layers_blocking_read(user):
+    """channels-redis blocks 5 s per read; a shorter socket timeout used to kill every idle tab (1011)."""
+    socket, connected, _ = await open_socket(user)
+    assert connected
+    await asyncio.sleep(6)
+    await socket.send({"type": "ping"})
+    assert await socket.receive() == {"type": "pong"}
+    await socket.communicator.disconnect()

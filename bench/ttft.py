@@ -1,0 +1,263 @@
+"""Time to first token: the dev LLM straight through the `openai` client vs. the same prompts through our
+websocket (daphne, session auth, persistence, coalesced streaming), at several concurrency levels, in one run.
+
+    python bench/ttft.py                      # embedded default: SQLite file, in-memory channel layer
+    BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/aisaas_bench REDIS_URL=redis://127.0.0.1:6379/14 \
+        python bench/ttft.py                  # production settings (DEBUG off): PostgreSQL + Redis
+
+Everything runs on this machine (loopback only) and stops by itself. Results: docs/performance.md.
+"""
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import random
+import secrets
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.servers import start_daphne, start_devllm  # noqa: E402
+
+SYSTEM = "You are a helpful assistant. You are talking to bench. Today is 2026-01-01."
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def prepare_database(env: dict[str, str], users: int) -> list[str]:
+    """Migrate the bench database and sign in `users` users; returns their session cookies."""
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env={**os.environ, **env}, check=True)
+    os.environ.update(env)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aisaas.settings")
+    import django
+
+    django.setup()
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from aisaas.users.services import user_create_verified
+
+    cookies = []
+    for number in range(users):
+        user = user_create_verified(email=f"bench{number}@example.com", password="bench-password-123")
+        session = SessionStore()
+        session[SESSION_KEY] = str(user.pk)
+        session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+        session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+        session.create()
+        cookies.append(session.session_key)
+    return cookies
+
+
+async def direct_stream(client, model: str, prompt: str) -> tuple[float, list[float]]:
+    started = time.perf_counter()
+    stream = await client.chat.completions.create(
+        model=model,
+        messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}],
+        max_tokens=1024,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    arrivals = []
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            arrivals.append(time.perf_counter())
+    return arrivals[0] - started, [b - a for a, b in itertools.pairwise(arrivals)]
+
+
+async def socket_stream(socket, prompt: str) -> tuple[float, list[float], int]:
+    started = time.perf_counter()
+    await socket.send(json.dumps({"type": "message", "conversation": None, "content": prompt}))
+    arrivals, frames = [], 0
+    while True:
+        frame = json.loads(await socket.recv())
+        if frame["type"] == "delta":
+            arrivals.append(time.perf_counter())
+            frames += 1
+        elif frame["type"] == "end":
+            if frame["status"] != "complete":
+                raise RuntimeError(f"stream ended {frame['status']}")
+            break
+        elif frame["type"] == "error":
+            raise RuntimeError(frame["code"])
+    return arrivals[0] - started, [b - a for a, b in itertools.pairwise(arrivals)], frames
+
+
+async def direct_client(client, results: dict, number: int, pauses: list[float]) -> None:
+    """One simulated developer calling the dev LLM straight: pause, stream, repeat."""
+    for round_number, pause in enumerate(pauses):
+        await asyncio.sleep(pause)
+        try:
+            ttft, gaps = await direct_stream(client, "demo-mini", f"Question {round_number}-{number}")
+        except Exception as error:
+            if not results["errors"]:
+                print(f"first direct error: {error!r}", flush=True)
+            results["errors"] += 1
+            continue
+        results["ttft"].append(ttft)
+        results["gaps"].extend(gaps)
+
+
+async def socket_client(socket, results: dict, number: int, pauses: list[float]) -> None:
+    """One simulated user on the chat page: pause, send, read the streamed answer, repeat."""
+    for round_number, pause in enumerate(pauses):
+        await asyncio.sleep(pause)
+        try:
+            ttft, gaps, frames = await socket_stream(socket, f"Question {round_number}-{number}")
+        except Exception as error:
+            if not results["errors"]:
+                print(f"first websocket error: {error!r}", flush=True)
+            results["errors"] += 1
+            continue
+        results["ttft"].append(ttft)
+        results["gaps"].extend(gaps)
+        results["frames"] += frames
+
+
+async def run(args, env: dict[str, str], cookies: list[str]) -> dict:
+    import openai
+    import websockets
+
+    devllm = start_devllm(
+        "--tokens", str(args.tokens), "--interval-ms", str(args.interval_ms), "--ttft-ms", str(args.ttft_ms)
+    )
+    web = start_daphne({**env, "LLM_BASE_URL": f"{devllm.url}/v1", "LLM_API_KEY": "bench-key"})
+    client = openai.AsyncOpenAI(base_url=f"{devllm.url}/v1", api_key="bench-key", max_retries=0)
+    results = {}
+    try:
+        for concurrency in args.concurrency:
+            sockets = [
+                await websockets.connect(
+                    f"ws://127.0.0.1:{web.port}/ws/chat/",
+                    origin=f"http://127.0.0.1:{web.port}",
+                    additional_headers={"Cookie": f"sessionid={cookie}"},
+                    max_size=None,
+                )
+                for cookie in cookies[:concurrency]
+            ]
+            direct = {"ttft": [], "gaps": [], "errors": 0}
+            ours = {"ttft": [], "gaps": [], "errors": 0, "frames": 0}
+            rounds = max(2, args.streams // concurrency)
+            # Warm up both paths (connections, imports, first queries) before measuring.
+            await asyncio.gather(*(direct_stream(client, "demo-mini", "warm up") for _ in range(concurrency)))
+            await asyncio.gather(*(socket_stream(s, "warm up") for s in sockets))
+
+            # Each simulated user pauses before each message: 0 in --burst mode (every stream starts in the
+            # same instant), else a random think time. Both paths get the very same pauses.
+            rng = random.Random(concurrency)
+            pauses = [
+                [0.0 if args.burst else rng.uniform(0, args.think_ms / 1000) for _ in range(rounds)]
+                for _ in range(concurrency)
+            ]
+            await asyncio.gather(*(direct_client(client, direct, n, pauses[n]) for n in range(concurrency)))
+            await asyncio.gather(*(socket_client(s, ours, n, pauses[n]) for n, s in enumerate(sockets)))
+            for socket in sockets:
+                await socket.close()
+            results[concurrency] = summarize(direct, ours, args.tokens)
+            print_row(concurrency, results[concurrency])
+    finally:
+        web.stop()
+        devllm.stop()
+    return results
+
+
+def summarize(direct: dict, ours: dict, tokens: int) -> dict:
+    ms = 1000
+    streams = len(ours["ttft"])
+    return {
+        "streams": streams,
+        "direct_ttft_p50_ms": percentile(direct["ttft"], 50) * ms,
+        "direct_ttft_p99_ms": percentile(direct["ttft"], 99) * ms,
+        "ws_ttft_p50_ms": percentile(ours["ttft"], 50) * ms,
+        "ws_ttft_p99_ms": percentile(ours["ttft"], 99) * ms,
+        "added_ttft_p50_ms": (percentile(ours["ttft"], 50) - percentile(direct["ttft"], 50)) * ms,
+        "added_ttft_p99_ms": (percentile(ours["ttft"], 99) - percentile(direct["ttft"], 99)) * ms,
+        "direct_gap_p50_ms": percentile(direct["gaps"], 50) * ms,
+        "direct_gap_p99_ms": percentile(direct["gaps"], 99) * ms,
+        "ws_frame_gap_p50_ms": percentile(ours["gaps"], 50) * ms,
+        "ws_frame_gap_p99_ms": percentile(ours["gaps"], 99) * ms,
+        # Per token, so coalescing (several tokens a frame) is not mistaken for speed or slowness.
+        "added_gap_per_token_ms": (
+            statistics.fmean(ours["gaps"]) * (ours["frames"] - streams) / max(1, streams * (tokens - 1))
+            - statistics.fmean(direct["gaps"])
+        )
+        * ms
+        if ours["gaps"] and direct["gaps"]
+        else float("nan"),
+        "tokens_per_frame": streams * tokens / max(1, ours["frames"]),
+        "errors_direct": direct["errors"],
+        "errors_ws": ours["errors"],
+    }
+
+
+def print_row(concurrency: int, row: dict) -> None:
+    print(
+        f"c={concurrency:<3} streams={row['streams']:<4} "
+        f"TTFT p50 direct {row['direct_ttft_p50_ms']:.1f} ms / ws {row['ws_ttft_p50_ms']:.1f} ms "
+        f"(added {row['added_ttft_p50_ms']:+.1f} ms) | p99 direct {row['direct_ttft_p99_ms']:.1f} / "
+        f"ws {row['ws_ttft_p99_ms']:.1f} (added {row['added_ttft_p99_ms']:+.1f}) | "
+        f"gap p50/p99 direct {row['direct_gap_p50_ms']:.1f}/{row['direct_gap_p99_ms']:.1f} ms, "
+        f"ws frames {row['ws_frame_gap_p50_ms']:.1f}/{row['ws_frame_gap_p99_ms']:.1f} ms, "
+        f"added per token {row['added_gap_per_token_ms']:+.2f} ms, {row['tokens_per_frame']:.1f} tokens/frame | "
+        f"errors {row['errors_direct']}/{row['errors_ws']}",
+        flush=True,
+    )
+
+
+def bench_environment() -> dict[str, str]:
+    """The embedded default (DEBUG, SQLite file), or with BENCH_DATABASE_URL and REDIS_URL production settings."""
+    if not os.environ.get("BENCH_DATABASE_URL"):
+        return {"DEBUG": "true", "DATABASE_URL": f"sqlite:///{ROOT / 'bench_db.sqlite3'}", "REDIS_URL": ""}
+    return {
+        "DEBUG": "false",
+        "SECRET_KEY": secrets.token_urlsafe(64),
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "SECURE_SSL_REDIRECT": "false",
+        "DATABASE_URL": os.environ["BENCH_DATABASE_URL"],
+        "REDIS_URL": os.environ["REDIS_URL"],
+        # Replaced by the dev LLM's address when the web server starts.
+        "LLM_BASE_URL": "http://127.0.0.1:9/v1",
+        "LLM_API_KEY": "bench-key",
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 10, 50])
+    parser.add_argument("--streams", type=int, default=100, help="streams per path per concurrency level")
+    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--interval-ms", type=float, default=20)
+    parser.add_argument("--ttft-ms", type=float, default=100)
+    parser.add_argument("--think-ms", type=float, default=1000, help="max random pause before each message")
+    parser.add_argument("--burst", action="store_true", help="no pauses: all streams start at the same instant")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    print(
+        f"dev LLM: {args.tokens} tokens, {args.interval_ms} ms apart, first after {args.ttft_ms} ms; "
+        f"{'burst: all streams start together' if args.burst else f'think time 0-{args.think_ms:.0f} ms'}; "
+        f"database {os.environ.get('BENCH_DATABASE_URL', 'sqlite (bench_db.sqlite3)')}, "
+        f"redis {os.environ.get('REDIS_URL') or 'none (in-memory layer)'}",
+        flush=True,
+    )
+    env = bench_environment()
+    cookies = prepare_database(env, max(args.concurrency))
+    results = asyncio.run(run(args, env, cookies))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
