@@ -86,40 +86,46 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise Conflict("Wait for the current answer to finish, or stop it.", code="busy")
 
     async def start_reply(self, plan: services.TurnPlan):
-        reply = await services.reply_open(plan)
-        turn = reply.turn
-        await self.send_frame(
-            {
-                "type": "start",
-                "conversation": {
-                    "id": turn.conversation_id,
-                    "title": turn.conversation_title,
-                    "created": turn.conversation_created,
-                },
-                "user_message": turn.user_message_id,
-                "message": turn.message_id,
-                "model": turn.model,
-            }
-        )
+        reply = services.reply_open(plan)
+        await self.send_frame({"type": "start", "conversation": plan.conversation_id, "model": plan.model})
         self.stop_requested = asyncio.Event()
         self.stream_task = asyncio.create_task(self.relay_reply(reply))
 
     async def relay_reply(self, reply: services.OpenReply):
-        turn = reply.turn
-
         async def send_delta(text: str):
-            await self.send_frame({"type": "delta", "message": turn.message_id, "content": text})
+            await self.send_frame({"type": "delta", "content": text})
+
+        async def send_saved(turn: services.Turn):
+            await self.send_frame(
+                {
+                    "type": "saved",
+                    "conversation": {
+                        "id": turn.conversation_id,
+                        "title": turn.conversation_title,
+                        "created": turn.conversation_created,
+                    },
+                    "user_message": turn.user_message_id,
+                    "message": turn.message_id,
+                }
+            )
 
         try:
-            outcome = await services.reply_stream(reply, on_text=send_delta, stop=self.stop_requested)
+            outcome = await services.reply_stream(
+                reply, on_text=send_delta, on_saved=send_saved, stop=self.stop_requested
+            )
         except Exception:
-            logger.exception("Reply %s failed", turn.message_id)
+            logger.exception("A reply failed")
             outcome = None
-        end = {"type": "end", "message": turn.message_id}
         if outcome is None:
-            end |= {"status": "error", "error": {"code": "server_error", "message": "Something went wrong."}}
+            end = {
+                "type": "end",
+                "status": "error",
+                "error": {"code": "server_error", "message": "Something went wrong."},
+            }
         else:
-            end |= {
+            end = {
+                "type": "end",
+                "message": outcome.message_id,
                 "status": outcome.status,
                 "model": outcome.model,
                 "usage": {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens},

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from aisaas.errors import Conflict, InvalidInput
+from aisaas.errors import ApplicationError, Conflict, InvalidInput, ServiceUnavailable
 from chat import events
 from chat.llm import CompletionStream, ProviderError, model_catalogue
 from chat.models import Conversation, Message
@@ -59,13 +59,16 @@ class Turn:
 
 @dataclass(frozen=True)
 class OpenReply:
-    turn: Turn
+    """A reply under way: the provider stream and, in parallel, the saving of its turn."""
+
+    plan: TurnPlan
     stream: CompletionStream
+    saving: asyncio.Future  # -> Turn
 
 
 @dataclass(frozen=True)
 class ReplyOutcome:
-    message_id: int
+    message_id: int | None  # None if the turn could not be saved
     status: str
     model: str
     prompt_tokens: int
@@ -170,42 +173,36 @@ def turn_record(*, plan: TurnPlan) -> Turn:
         conversation = conversation_get(user=plan.user, conversation_id=plan.conversation_id, for_update=True)
         conversation.updated_at = now
         conversation.save(update_fields=["updated_at"])
-    user_message_id = None
+    messages = [
+        Message(
+            conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING, model=plan.model
+        )
+    ]
     if plan.content is None:
         _last_answer(conversation).delete()
     else:
-        user_message_id = Message.objects.create(
-            conversation=conversation, role=Message.Role.USER, content=plan.content
-        ).pk
-    reply = Message.objects.create(
-        conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING, model=plan.model
-    )
+        messages.insert(
+            0, Message(conversation=conversation, role=Message.Role.USER, content=plan.content, created_at=now)
+        )
+    Message.objects.bulk_create(messages)  # one INSERT for both
     return Turn(
         conversation_id=conversation.pk,
         conversation_title=conversation.title,
         conversation_created=created,
-        user_message_id=user_message_id,
-        message_id=reply.pk,
+        user_message_id=messages[0].pk if plan.content is not None else None,
+        message_id=messages[-1].pk,
         model=plan.model,
     )
 
 
-async def reply_open(plan: TurnPlan) -> OpenReply:
-    """Send the provider request, then save the turn while the provider works on its first token: the
-    database writes are off the user's time-to-first-token path."""
+def reply_open(plan: TurnPlan) -> OpenReply:
+    """Send the provider request and save the turn at the same time: the database writes stay off the
+    user's time to first token (they finish while the provider works on it, or alongside the first deltas)."""
     stream = CompletionStream(
         messages=plan.prompt, model=plan.model, max_tokens=settings.LLM_MAX_TOKENS, temperature=settings.LLM_TEMPERATURE
     ).start()
-    try:
-        turn = await in_db_thread(turn_record)(plan=plan)
-    except BaseException:
-        await stream.aclose()
-        raise
-    # Committed: the user's other tabs may show the conversation at the top of their sidebars.
-    await events.send_to_user(
-        plan.user.pk, {"type": "conversation", "id": turn.conversation_id, "title": turn.conversation_title}
-    )
-    return OpenReply(turn=turn, stream=stream)
+    saving = asyncio.ensure_future(in_db_thread(turn_record)(plan=plan))
+    return OpenReply(plan=plan, stream=stream, saving=saving)
 
 
 def turn_finish(
@@ -235,15 +232,21 @@ def turn_finish(
 
 
 async def reply_stream(
-    reply: OpenReply, *, on_text: Callable[[str], Awaitable[None]], stop: asyncio.Event
+    reply: OpenReply,
+    *,
+    on_text: Callable[[str], Awaitable[None]],
+    on_saved: Callable[[Turn], Awaitable[None]],
+    stop: asyncio.Event,
 ) -> ReplyOutcome:
-    """Relay the reply to `on_text` until it ends, fails or `stop` is set, then settle it.
+    """Relay the reply to `on_text` until it ends, fails or `stop` is set, and settle it.
 
-    The reply is settled in every case (complete, stopped, provider error, even cancellation), so no message
-    is left 'streaming'. Stopping closes the provider's stream so it stops generating; an aborted stream
-    carries no usage, so what the provider had sent is then counted locally, never recorded as zero.
+    `on_saved` hears of the saved turn as soon as it is saved. If the turn cannot be saved (the conversation
+    was deleted meanwhile, the database failed), the stream is stopped and the outcome is an error.
+    The reply is settled in every other case (complete, stopped, provider error, even cancellation), so no
+    message is left 'streaming'. Stopping closes the provider's stream so it stops generating; an aborted
+    stream carries no usage, so what the provider had sent is then counted locally, never recorded as zero.
     """
-    stream, turn = reply.stream, reply.turn
+    stream = reply.stream
     parts: list[str] = []
     started = time.monotonic()
     first_token_at: float | None = None
@@ -255,6 +258,18 @@ async def reply_stream(
         parts.append(text)
         await on_text(text)
 
+    async def announce() -> None:
+        try:
+            turn = await reply.saving
+        except BaseException:
+            stop.set()
+            raise
+        await events.send_to_user(
+            reply.plan.user.pk, {"type": "conversation", "id": turn.conversation_id, "title": turn.conversation_title}
+        )
+        await on_saved(turn)
+
+    announcing = asyncio.ensure_future(announce())
     status, error_code, error_message = Message.Status.COMPLETE, "", ""
     try:
         stopped = await relay_text(
@@ -270,8 +285,23 @@ async def reply_stream(
     finally:
         await stream.aclose()
         usage = stream.usage
+        turn, save_error = None, None
+        try:
+            turn = await asyncio.shield(reply.saving)
+        except ApplicationError as error:
+            save_error = error
+        except Exception:
+            logger.exception("Saving the turn failed")
+            save_error = ServiceUnavailable("The answer could not be saved. Please try again.", code="not_saved")
+        try:
+            await asyncio.shield(announcing)
+        except Exception:
+            if turn is not None:  # saved, only the announcement failed: the reply is still settled
+                logger.exception("Announcing the saved turn failed")
+        if save_error is not None:
+            status, error_code, error_message = Message.Status.ERROR, save_error.code, save_error.message
         outcome = ReplyOutcome(
-            message_id=turn.message_id,
+            message_id=turn.message_id if turn else None,
             status=status,
             model=stream.model,
             prompt_tokens=usage["prompt_tokens"] if usage else prompt_token_count(stream.messages),
@@ -280,20 +310,21 @@ async def reply_stream(
             error_code=error_code,
             error_message=error_message,
         )
-        # Shielded: a cancelled caller must not leave the reply unsettled.
-        await asyncio.shield(
-            in_db_thread(turn_finish)(
-                message_id=turn.message_id,
-                content="".join(parts),
-                status=status,
-                model=outcome.model,
-                prompt_tokens=outcome.prompt_tokens,
-                completion_tokens=outcome.completion_tokens,
-                error_code=error_code,
-                time_to_first_token_ms=None if first_token_at is None else round((first_token_at - started) * 1000),
-                duration_ms=round((time.monotonic() - started) * 1000),
+        if turn is not None:
+            # Shielded: a cancelled caller must not leave the reply unsettled.
+            await asyncio.shield(
+                in_db_thread(turn_finish)(
+                    message_id=turn.message_id,
+                    content="".join(parts),
+                    status=status,
+                    model=outcome.model,
+                    prompt_tokens=outcome.prompt_tokens,
+                    completion_tokens=outcome.completion_tokens,
+                    error_code=error_code,
+                    time_to_first_token_ms=None if first_token_at is None else round((first_token_at - started) * 1000),
+                    duration_ms=round((time.monotonic() - started) * 1000),
+                )
             )
-        )
     return outcome
 
 

@@ -21,7 +21,7 @@ const UNAUTHENTICATED = 4401;
 let conversationId = config.conversation;
 let socket = null;
 let reconnectDelay = 500;
-let streaming = null; // {id, text, element, renderQueued}
+let streaming = null; // {text, element, model, renderQueued}
 let unsentText = null; // the prompt of a message the server has not accepted yet
 let replacedAnswer = null; // the answer a pending regenerate will replace
 
@@ -228,6 +228,8 @@ function handleFrame(frame) {
   switch (frame.type) {
     case "start":
       return onStart(frame);
+    case "saved":
+      return onSaved(frame);
     case "delta":
       return onDelta(frame);
     case "end":
@@ -244,22 +246,31 @@ function handleFrame(frame) {
 }
 
 function onStart(frame) {
+  // The answer streams from here on; the ids follow in "saved" (the server saves while the model thinks).
   unsentText = null;
-  thread.querySelector("article.message.user.pending")?.classList.remove("pending");
   replacedAnswer?.remove();
   replacedAnswer = null;
+  const element = addMessage({ role: "assistant", status: "streaming", model: frame.model });
+  setStreaming({ text: "", element, model: frame.model, renderQueued: false });
+}
+
+function onSaved(frame) {
+  const pendingQuestion = thread.querySelector("article.message.user.pending");
+  if (pendingQuestion) {
+    pendingQuestion.classList.remove("pending");
+    if (frame.user_message) pendingQuestion.dataset.id = frame.user_message;
+  }
+  if (streaming) streaming.element.dataset.id = frame.message;
   if (frame.conversation.created) {
     conversationId = frame.conversation.id;
     window.history.replaceState(null, "", `/chat/c/${conversationId}/`);
     document.title = `${frame.conversation.title} · aisaas`;
   }
   upsertConversation(frame.conversation.id, frame.conversation.title, { moveToTop: true });
-  const element = addMessage({ id: frame.message, role: "assistant", status: "streaming", model: frame.model });
-  setStreaming({ id: frame.message, text: "", element, model: frame.model, renderQueued: false });
 }
 
 function onDelta(frame) {
-  if (!streaming || streaming.id !== frame.message) return;
+  if (!streaming) return;
   streaming.text += frame.content;
   if (!streaming.renderQueued) {
     streaming.renderQueued = true;
@@ -274,8 +285,9 @@ function onDelta(frame) {
 }
 
 function onEnd(frame) {
-  if (!streaming || streaming.id !== frame.message) return;
+  if (!streaming) return;
   const { element, text } = streaming;
+  if (frame.message) element.dataset.id = frame.message;
   renderMarkdown(element.querySelector(".body"), text);
   setMeta(element, {
     status: frame.status,

@@ -68,3 +68,9 @@ async def chat_socket(user):
 
 def delta_text(frames: list[dict]) -> str:
     return "".join(frame["content"] for frame in frames if frame["type"] == "delta")
+
+
+def saved(frames: list[dict]) -> dict:
+    """The one 'saved' frame of a reply (ids of the conversation and messages)."""
+    (frame,) = [frame for frame in frames if frame["type"] == "saved"]
+    return frame

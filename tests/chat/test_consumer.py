@@ -6,9 +6,10 @@ import pytest
 from channels.db import database_sync_to_async
 
 from aisaas.devllm.behaviour import answer_tokens
+from chat import services
 from chat.models import Conversation, Message
 from chat.protocol import CloseCode
-from tests.chat.conftest import delta_text, open_socket
+from tests.chat.conftest import delta_text, open_socket, saved
 from tests.factories import ConversationFactory, MessageFactory
 from usage.tokens import token_count
 
@@ -43,23 +44,24 @@ async def test_cross_origin_socket_is_refused(user):
 async def test_message_streams_in_order_and_is_persisted(chat_socket, user):
     frames = await chat_socket.ask("Hello **world**")
 
-    start, *deltas, end = frames
-    assert start["type"] == "start" and start["conversation"]["created"] is True
-    assert start["conversation"]["title"] == "Hello **world**"
-    assert all(frame["type"] == "delta" for frame in deltas) and deltas
+    start, *middle, end = frames
+    assert start == {"type": "start", "conversation": None, "model": "demo-mini"}
+    ids = saved(frames)
+    assert ids["conversation"]["created"] is True and ids["conversation"]["title"] == "Hello **world**"
+    assert {frame["type"] for frame in middle} == {"delta", "saved"}
     assert delta_text(frames) == expected_answer("Hello **world**")
     assert end == {
         "type": "end",
-        "message": start["message"],
+        "message": ids["message"],
         "status": "complete",
         "model": "demo-mini",
         "usage": {"prompt_tokens": end["usage"]["prompt_tokens"], "completion_tokens": 12},
     }
 
-    reply = await get_message(start["message"])
+    reply = await get_message(ids["message"])
     assert (reply.status, reply.content, reply.completion_tokens) == ("complete", delta_text(frames), 12)
     assert reply.prompt_tokens > 0 and reply.time_to_first_token_ms is not None and reply.finished_at
-    question = await get_message(start["user_message"])
+    question = await get_message(ids["user_message"])
     assert (question.role, question.content, question.conversation_id) == (
         "user",
         "Hello **world**",
@@ -69,10 +71,11 @@ async def test_message_streams_in_order_and_is_persisted(chat_socket, user):
 
 async def test_follow_up_goes_to_the_same_conversation_with_history(chat_socket):
     first = await chat_socket.ask("First question")
-    conversation_id = first[0]["conversation"]["id"]
+    conversation_id = saved(first)["conversation"]["id"]
     second = await chat_socket.ask("Second question", conversation=conversation_id, model="demo-large")
 
-    assert second[0]["conversation"] == {"id": conversation_id, "title": "First question", "created": False}
+    assert second[0] == {"type": "start", "conversation": conversation_id, "model": "demo-large"}
+    assert saved(second)["conversation"] == {"id": conversation_id, "title": "First question", "created": False}
     assert second[-1]["model"] == "demo-large"
     assert delta_text(second) == expected_answer("Second question")
     # The provider saw the whole history: system prompt, 1st question, 1st answer, 2nd question.
@@ -82,17 +85,17 @@ async def test_follow_up_goes_to_the_same_conversation_with_history(chat_socket)
 
 async def test_stop_cancels_delivery_and_saves_the_partial_answer(chat_socket):
     await chat_socket.send({"type": "message", "conversation": None, "content": f"Tell me a lot {SLOW}"})
-    start = await chat_socket.receive()
-    first_delta = await chat_socket.receive()
-    assert first_delta["type"] == "delta"
+    frames = [await chat_socket.receive()]
+    while frames[-1]["type"] != "delta":
+        frames.append(await chat_socket.receive())
     await chat_socket.send({"type": "stop"})
-    frames = [start, first_delta, *await chat_socket.receive_until("end")]
+    frames += await chat_socket.receive_until("end")
 
     end = frames[-1]
     assert end["status"] == "stopped"
     delivered = delta_text(frames)
     assert 0 < len(delivered) < len(expected_answer(f"Tell me a lot {SLOW}", 400))
-    reply = await get_message(start["message"])
+    reply = await get_message(saved(frames)["message"])
     assert reply.status == "stopped" and reply.content == delivered
     # An aborted stream carries no usage: the delivered text is counted locally, never as zero.
     assert reply.completion_tokens == token_count(delivered) == end["usage"]["completion_tokens"] > 0
@@ -101,11 +104,12 @@ async def test_stop_cancels_delivery_and_saves_the_partial_answer(chat_socket):
 async def test_disconnect_mid_stream_never_leaves_a_message_streaming(user):
     socket, _, _ = await open_socket(user)
     await socket.send({"type": "message", "conversation": None, "content": f"Long one {SLOW}"})
-    start = await socket.receive()
-    await socket.receive()  # first delta
+    frames = [await socket.receive()]
+    while frames[-1]["type"] != "delta" or not any(f["type"] == "saved" for f in frames):
+        frames.append(await socket.receive())
     await socket.communicator.disconnect(timeout=5)
 
-    reply = await get_message(start["message"])
+    reply = await get_message(saved(frames)["message"])
     assert reply.status == "stopped"
     assert reply.content and reply.completion_tokens == token_count(reply.content)
 
@@ -117,28 +121,29 @@ async def test_provider_error_mid_stream_saves_partial_answer(chat_socket):
     assert end["status"] == "error"
     assert end["error"] == {"code": "provider_error", "message": "The model failed to answer."}
     assert delta_text(frames) == expected_answer(content, 4)
-    reply = await get_message(frames[0]["message"])
+    reply = await get_message(saved(frames)["message"])
     assert (reply.status, reply.error_code, reply.content) == ("error", "provider_error", delta_text(frames))
     assert reply.completion_tokens == token_count(reply.content)
 
 
 async def test_provider_failure_before_first_token_is_an_error_without_text(chat_socket):
     frames = await chat_socket.ask("Nope [devllm fault=error_before]")
-    assert [f["type"] for f in frames] == ["start", "end"]
+    assert [f["type"] for f in frames] == ["start", "saved", "end"]
     assert frames[-1]["status"] == "error"
-    reply = await get_message(frames[0]["message"])
+    reply = await get_message(saved(frames)["message"])
     assert (reply.status, reply.content, reply.completion_tokens) == ("error", "", 0)
 
 
 async def test_regenerate_replaces_the_last_answer(chat_socket):
     first = await chat_socket.ask("Regenerate me")
-    conversation_id = first[0]["conversation"]["id"]
+    conversation_id = saved(first)["conversation"]["id"]
     await chat_socket.send({"type": "regenerate", "conversation": conversation_id})
     second = await chat_socket.receive_until("end")
 
-    assert second[0]["type"] == "start" and second[0]["user_message"] is None
+    assert second[0] == {"type": "start", "conversation": conversation_id, "model": "demo-mini"}
+    assert saved(second)["user_message"] is None
     assert delta_text(second) == delta_text(first)  # deterministic model, same history
-    assert second[0]["message"] != first[0]["message"]
+    assert saved(second)["message"] != saved(first)["message"] == first[-1]["message"]
     contents = await database_sync_to_async(
         lambda: list(Message.objects.filter(conversation_id=conversation_id).values_list("role", "status"))
     )()
@@ -147,13 +152,14 @@ async def test_regenerate_replaces_the_last_answer(chat_socket):
 
 async def test_a_second_message_while_streaming_is_refused_as_busy(chat_socket):
     await chat_socket.send({"type": "message", "conversation": None, "content": f"Long {SLOW}"})
-    start = await chat_socket.receive()
+    assert (await chat_socket.receive())["type"] == "start"
     await chat_socket.send({"type": "message", "conversation": None, "content": "again"})
     frames = await chat_socket.receive_until("error")
     assert frames[-1]["code"] == "busy"
     await chat_socket.send({"type": "stop"})
-    end = (await chat_socket.receive_until("end"))[-1]
-    assert end["message"] == start["message"]
+    frames += await chat_socket.receive_until("end")
+    assert frames[-1]["status"] == "stopped" and frames[-1]["message"] == saved(frames)["message"]
+    assert await database_sync_to_async(Message.objects.filter(role="user").count)() == 1
 
 
 @pytest.mark.parametrize(
@@ -212,7 +218,7 @@ async def test_someone_elses_conversation_looks_exactly_like_a_missing_one(chat_
 async def test_changes_made_elsewhere_reach_the_users_other_sockets(chat_socket, user):
     other_tab, _, _ = await open_socket(user)
     frames = await chat_socket.ask("Sync me")
-    conversation_id = frames[0]["conversation"]["id"]
+    conversation_id = saved(frames)["conversation"]["id"]
     assert await other_tab.receive(skip_events=False) == {
         "type": "conversation",
         "id": conversation_id,
@@ -232,3 +238,22 @@ async def test_stop_when_nothing_streams_is_harmless(chat_socket):
     await chat_socket.send({"type": "ping"})
     assert await chat_socket.receive() == {"type": "pong"}
     await asyncio.sleep(0)
+
+
+async def test_a_conversation_deleted_while_the_reply_starts_ends_in_a_clean_error(chat_socket, user):
+    first = await chat_socket.ask("Soon gone")
+    conversation_id = saved(first)["conversation"]["id"]
+    plan = await database_sync_to_async(services.turn_plan)(
+        user=user, conversation_id=conversation_id, content="again", model=None
+    )
+    await database_sync_to_async(services.conversation_delete)(user=user, conversation_id=conversation_id)
+
+    reply = services.reply_open(plan)
+    sent = []
+
+    async def collect(text):
+        sent.append(text)
+
+    outcome = await services.reply_stream(reply, on_text=collect, on_saved=collect, stop=asyncio.Event())
+    assert (outcome.status, outcome.error_code, outcome.message_id) == ("error", "not_found", None)
+    assert await database_sync_to_async(Message.objects.count)() == 0
