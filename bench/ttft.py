@@ -10,6 +10,7 @@ Everything runs on this machine (loopback only) and stops by itself. Results: do
 
 import argparse
 import asyncio
+import functools
 import itertools
 import json
 import os
@@ -74,7 +75,7 @@ async def direct_stream(client, model: str, prompt: str) -> tuple[float, list[fl
     async for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
             arrivals.append(time.perf_counter())
-    return arrivals[0] - started, [b - a for a, b in itertools.pairwise(arrivals)]
+    return arrivals[0] - started, [b - a for a, b in itertools.pairwise(arrivals)], len(arrivals)
 
 
 async def socket_stream(socket, prompt: str) -> tuple[float, list[float], int]:
@@ -95,30 +96,15 @@ async def socket_stream(socket, prompt: str) -> tuple[float, list[float], int]:
     return arrivals[0] - started, [b - a for a, b in itertools.pairwise(arrivals)], frames
 
 
-async def direct_client(client, results: dict, number: int, pauses: list[float]) -> None:
-    """One simulated developer calling the dev LLM straight: pause, stream, repeat."""
+async def simulated_user(stream_one, results: dict, number: int, pauses: list[float]) -> None:
+    """One user (or developer): pause, stream an answer, repeat. `stream_one(prompt)` is either path."""
     for round_number, pause in enumerate(pauses):
         await asyncio.sleep(pause)
         try:
-            ttft, gaps = await direct_stream(client, "demo-mini", f"Question {round_number}-{number}")
+            ttft, gaps, frames = await stream_one(f"Question {round_number}-{number}")
         except Exception as error:
             if not results["errors"]:
-                print(f"first direct error: {error!r}", flush=True)
-            results["errors"] += 1
-            continue
-        results["ttft"].append(ttft)
-        results["gaps"].extend(gaps)
-
-
-async def socket_client(socket, results: dict, number: int, pauses: list[float]) -> None:
-    """One simulated user on the chat page: pause, send, read the streamed answer, repeat."""
-    for round_number, pause in enumerate(pauses):
-        await asyncio.sleep(pause)
-        try:
-            ttft, gaps, frames = await socket_stream(socket, f"Question {round_number}-{number}")
-        except Exception as error:
-            if not results["errors"]:
-                print(f"first websocket error: {error!r}", flush=True)
+                print(f"first error: {error!r}", flush=True)
             results["errors"] += 1
             continue
         results["ttft"].append(ttft)
@@ -147,7 +133,7 @@ async def run(args, env: dict[str, str], cookies: list[str]) -> dict:
                 )
                 for cookie in cookies[:concurrency]
             ]
-            direct = {"ttft": [], "gaps": [], "errors": 0}
+            direct = {"ttft": [], "gaps": [], "errors": 0, "frames": 0}
             ours = {"ttft": [], "gaps": [], "errors": 0, "frames": 0}
             rounds = max(2, args.streams // concurrency)
             # Warm up both paths (connections, imports, first queries) before measuring.
@@ -161,8 +147,18 @@ async def run(args, env: dict[str, str], cookies: list[str]) -> dict:
                 [0.0 if args.burst else rng.uniform(0, args.think_ms / 1000) for _ in range(rounds)]
                 for _ in range(concurrency)
             ]
-            await asyncio.gather(*(direct_client(client, direct, n, pauses[n]) for n in range(concurrency)))
-            await asyncio.gather(*(socket_client(s, ours, n, pauses[n]) for n, s in enumerate(sockets)))
+            await asyncio.gather(
+                *(
+                    simulated_user(functools.partial(direct_stream, client, "demo-mini"), direct, n, pauses[n])
+                    for n in range(concurrency)
+                )
+            )
+            await asyncio.gather(
+                *(
+                    simulated_user(functools.partial(socket_stream, s), ours, n, pauses[n])
+                    for n, s in enumerate(sockets)
+                )
+            )
             for socket in sockets:
                 await socket.close()
             results[concurrency] = summarize(direct, ours, args.tokens)

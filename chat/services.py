@@ -73,7 +73,6 @@ class ReplyOutcome:
     model: str
     prompt_tokens: int
     completion_tokens: int
-    usage_reported: bool
     error_code: str
     error_message: str
 
@@ -306,7 +305,6 @@ async def reply_stream(
             model=stream.model,
             prompt_tokens=usage["prompt_tokens"] if usage else prompt_token_count(stream.messages),
             completion_tokens=usage["completion_tokens"] if usage else token_count(stream.received_text),
-            usage_reported=usage is not None,
             error_code=error_code,
             error_message=error_message,
         )
