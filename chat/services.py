@@ -89,6 +89,11 @@ def system_prompt_for(user) -> str:
     )
 
 
+def prompt_for(user, history: list[dict]) -> list[dict]:
+    """What the provider is sent: the system prompt with the user's context, then the conversation."""
+    return [{"role": "system", "content": system_prompt_for(user)}, *history]
+
+
 def title_from(content: str) -> str:
     first_line = next((line.strip() for line in content.splitlines() if line.strip()), "")
     if len(first_line) <= TITLE_MAX_CHARS:
@@ -130,7 +135,7 @@ def turn_plan(*, user, conversation_id: int | None, content, model: str | None) 
         conversation_id=conversation_id,
         content=content,
         model=model,
-        prompt=[{"role": "system", "content": system_prompt_for(user)}, *history, {"role": "user", "content": content}],
+        prompt=prompt_for(user, [*history, {"role": "user", "content": content}]),
         title=title_from(content),
     )
 
@@ -155,7 +160,7 @@ def regenerate_plan(*, user, conversation_id: int, model: str | None) -> TurnPla
         conversation_id=conversation.pk,
         content=None,
         model=model,
-        prompt=[{"role": "system", "content": system_prompt_for(user)}, *history],
+        prompt=prompt_for(user, history),
         title=conversation.title,
     )
 

@@ -1,5 +1,4 @@
 import os
-import shutil
 
 import pytest
 from django.core.cache import cache
@@ -64,10 +63,3 @@ def user(db):
 @pytest.fixture
 def other_user(db):
     return UserFactory()
-
-
-def requires_chromium():
-    return pytest.mark.skipif(
-        shutil.which("chromium") is None and not os.path.exists("/usr/bin/chromium"),
-        reason="Chromium is not installed (apt-get install chromium; .ci/run does this)",
-    )
