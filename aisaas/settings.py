@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -164,7 +165,15 @@ if REDIS_URL:
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": CACHE_KEY_PREFIX,
             "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2},
-        }
+        },
+        # Rate-limit counters (usage.limits): its own alias so it can live elsewhere and is never cleared
+        # with the general cache.
+        "limits": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": env.str("LIMITS_REDIS_URL", default=REDIS_URL),
+            "KEY_PREFIX": CACHE_KEY_PREFIX,
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1},
+        },
     }
     CHANNEL_LAYERS = {
         "default": {
@@ -178,7 +187,10 @@ if REDIS_URL:
         }
     }
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "limits": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "limits"},
+    }
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # ------------------------------------------------------------------------------------------------------------
@@ -196,6 +208,12 @@ CELERY_BEAT_SCHEDULE = {
     "chat-expire-stale-streams": {
         "task": "chat.tasks.expire_stale_streams",
         "schedule": 300.0,
+    },
+    # Periods also roll over on access (lazily); this sweep only keeps them tidy. Hourly, so a missed run
+    # is caught up within the hour; running it twice is harmless.
+    "usage-reset-monthly-quotas": {
+        "task": "usage.tasks.reset_monthly_quotas",
+        "schedule": crontab(minute=5),
     },
 }
 
@@ -310,7 +328,8 @@ LLM_MODELS = env.list("LLM_MODELS", default=["demo-mini:0.15:0.60", "demo-large:
 LLM_DEFAULT_MODEL = env.str("LLM_DEFAULT_MODEL", default="")
 # True when the models are the built-in dev LLM: the UI labels them as demo models.
 LLM_DEMO = env.bool("LLM_DEMO", default=not env.str("LLM_BASE_URL", default=""))
-LLM_MAX_TOKENS = env.int("LLM_MAX_TOKENS", default=1024)
+# A ceiling over every plan's max_tokens per request.
+LLM_MAX_TOKENS = env.int("LLM_MAX_TOKENS", default=4096)
 LLM_TEMPERATURE = Decimal(env.str("LLM_TEMPERATURE", default="0.7"))
 LLM_TIMEOUT_SECONDS = env.float("LLM_TIMEOUT_SECONDS", default=30.0)
 LLM_MAX_RETRIES = env.int("LLM_MAX_RETRIES", default=0)
@@ -334,3 +353,18 @@ CHAT_HISTORY_MESSAGES = env.int("CHAT_HISTORY_MESSAGES", default=40)
 CHAT_STREAM_COALESCE_MS = env.int("CHAT_STREAM_COALESCE_MS", default=25)
 # A message still 'streaming' after this long belongs to a process that died; the beat task closes it.
 CHAT_STALE_STREAM_MINUTES = env.int("CHAT_STALE_STREAM_MINUTES", default=15)
+
+# ------------------------------------------------------------------------------------------------------------
+# Usage: the gate in front of every paid call (usage.services)
+# ------------------------------------------------------------------------------------------------------------
+# Global ceilings on what the provider may cost us, across all users (USD). Staff can override them, and
+# pause everything, in the admin (Spend control).
+SPEND_CAP_DAILY_USD = Decimal(env.str("SPEND_CAP_DAILY_USD", default="100"))
+SPEND_CAP_MONTHLY_USD = Decimal(env.str("SPEND_CAP_MONTHLY_USD", default="2000"))
+SPEND_KILL_SWITCH = env.bool("SPEND_KILL_SWITCH", default=False)
+MODERATION_ENABLED = env.bool("MODERATION_ENABLED", default=True)
+MODERATION_MODEL = env.str("MODERATION_MODEL", default="omni-moderation-latest")
+PROMPT_CACHE_ENABLED = env.bool("PROMPT_CACHE_ENABLED", default=True)
+PROMPT_CACHE_TTL_SECONDS = env.int("PROMPT_CACHE_TTL_SECONDS", default=3600)
+# "none": a cache hit costs the user no quota; "full": it is charged like a generated answer.
+PROMPT_CACHE_HIT_CHARGE = env.str("PROMPT_CACHE_HIT_CHARGE", default="none")

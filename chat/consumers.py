@@ -68,13 +68,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 plan = await services.in_db_thread(services.turn_plan)(
                     user=self.user, conversation_id=conversation_id, content=content, model=model
                 )
-                await self.start_reply(plan)
+                await self.start_reply(await services.reply_begin(plan))
             case Regenerate(conversation=conversation_id, model=model):
                 self.ensure_idle()
                 plan = await services.in_db_thread(services.regenerate_plan)(
                     user=self.user, conversation_id=conversation_id, model=model
                 )
-                await self.start_reply(plan)
+                await self.start_reply(await services.reply_begin(plan))
             case Stop():
                 if self.stream_task and not self.stream_task.done():
                     self.stop_requested.set()
@@ -85,9 +85,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.stream_task and not self.stream_task.done():
             raise Conflict("Wait for the current answer to finish, or stop it.", code="busy")
 
-    async def start_reply(self, plan: services.TurnPlan):
-        reply = services.reply_open(plan)
-        await self.send_frame({"type": "start", "conversation": plan.conversation_id, "model": plan.model})
+    async def start_reply(self, reply: services.OpenReply):
+        plan = reply.plan
+        await self.send_frame(
+            {"type": "start", "conversation": plan.conversation_id, "model": plan.model, "cached": reply.cached}
+        )
         self.stop_requested = asyncio.Event()
         self.stream_task = asyncio.create_task(self.relay_reply(reply))
 
@@ -129,6 +131,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 "status": outcome.status,
                 "model": outcome.model,
                 "usage": {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens},
+                "quota": outcome.quota,
             }
             if outcome.error_code:
                 end["error"] = {"code": outcome.error_code, "message": outcome.error_message}

@@ -233,3 +233,40 @@ async def _sse_chunks(response) -> AsyncIterator[dict]:
                 "The provider reported an error mid-stream.", request=response.http_request, body=chunk["error"]
             )
         yield chunk
+
+
+class CachedStream:
+    """A stored answer (usage.prompt_cache), served through the same interface as CompletionStream."""
+
+    PIECE_CHARS = 64
+
+    def __init__(self, *, messages: list[dict], answer: dict):
+        self.messages = messages
+        self.model = answer["model"]
+        self.provider = "cache"
+        self.usage = {"prompt_tokens": answer["prompt_tokens"], "completion_tokens": answer["completion_tokens"]}
+        self.finish_reason = "stop"
+        self.received_text = answer["text"]
+
+    def start(self) -> "CachedStream":
+        return self
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        text = self.received_text
+        for offset in range(0, len(text), self.PIECE_CHARS):
+            yield text[offset : offset + self.PIECE_CHARS]
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def moderation_categories(text: str) -> list[str] | None:
+    """The categories the provider's moderation model flags in `text`, or None if it is not flagged."""
+    result = (
+        await client_for(primary_provider()).moderations.create(input=text, model=settings.MODERATION_MODEL)
+    ).results[0]
+    if not result.flagged:
+        return None
+    return sorted(name for name, flagged in result.categories.model_dump(by_alias=True).items() if flagged) or [
+        "flagged"
+    ]

@@ -1,6 +1,7 @@
 """Chat: conversations, turns (a user message and the assistant reply streamed for it) and their settlement."""
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -14,10 +15,13 @@ from django.utils import timezone
 
 from aisaas.errors import ApplicationError, Conflict, InvalidInput, ServiceUnavailable
 from chat import events
-from chat.llm import CompletionStream, ProviderError, model_catalogue
+from chat.llm import CachedStream, CompletionStream, ProviderError, model_catalogue
 from chat.models import Conversation, Message
 from chat.selectors import conversation_get, history_for_prompt
 from chat.streaming import relay_text
+from usage import prompt_cache
+from usage import selectors as usage_selectors
+from usage import services as usage
 from usage.tokens import prompt_token_count, token_count
 
 logger = logging.getLogger(__name__)
@@ -43,6 +47,7 @@ class TurnPlan:
     model: str
     prompt: list[dict]
     title: str
+    admission: usage.Admission  # what the usage gate holds for this reply until it is settled
 
 
 @dataclass(frozen=True)
@@ -62,8 +67,12 @@ class OpenReply:
     """A reply under way: the provider stream and, in parallel, the saving of its turn."""
 
     plan: TurnPlan
-    stream: CompletionStream
+    stream: CompletionStream | CachedStream
     saving: asyncio.Future  # -> Turn
+
+    @property
+    def cached(self) -> bool:
+        return isinstance(self.stream, CachedStream)
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,7 @@ class ReplyOutcome:
     completion_tokens: int
     error_code: str
     error_message: str
+    quota: dict | None  # the user's period after settlement, for the usage meter
 
 
 class _SafeFormat(dict):
@@ -101,12 +111,17 @@ def title_from(content: str) -> str:
     return first_line[: TITLE_MAX_CHARS - 1].rstrip() + "…"
 
 
-def model_resolve(model_id: str | None) -> str:
+def model_resolve(model_id: str | None, *, plan) -> str:
     catalogue = model_catalogue()
     if not model_id:
-        return catalogue.default.id
+        default = catalogue.default.id
+        if plan.allows_model(default):
+            return default
+        model_id = next((model.id for model in catalogue.models if plan.allows_model(model.id)), default)
     if catalogue.get(model_id) is None:
         raise InvalidInput(f"Unknown model {model_id!r}.", code="unknown_model")
+    if not plan.allows_model(model_id):
+        raise InvalidInput(f"Your plan does not include the model {model_id!r}.", code="model_not_in_plan")
     return model_id
 
 
@@ -123,20 +138,23 @@ def content_validate(content) -> str:
 
 
 def turn_plan(*, user, conversation_id: int | None, content, model: str | None) -> TurnPlan:
-    """Check a new message and build its prompt. Reads only (and nothing at all for a new conversation)."""
+    """Check a new message, build its prompt and pass the usage gate. Writes nothing of the conversation."""
     content = content_validate(content)
-    model = model_resolve(model)
+    plan = usage.plan_for(user=user)
+    model = model_resolve(model, plan=plan)
     history = []
     if conversation_id is not None:
         conversation = conversation_get(user=user, conversation_id=conversation_id)
         history = history_for_prompt(conversation=conversation, limit=settings.CHAT_HISTORY_MESSAGES - 1)
+    prompt = prompt_for(user, [*history, {"role": "user", "content": content}])
     return TurnPlan(
         user=user,
         conversation_id=conversation_id,
         content=content,
         model=model,
-        prompt=prompt_for(user, [*history, {"role": "user", "content": content}]),
+        prompt=prompt,
         title=title_from(content),
+        admission=usage.gate_admit(user=user, plan=plan, model=model, prompt=prompt, source="chat", cacheable=True),
     )
 
 
@@ -150,18 +168,22 @@ def _last_answer(conversation: Conversation) -> Message:
 
 
 def regenerate_plan(*, user, conversation_id: int, model: str | None) -> TurnPlan:
-    """Check a request to redo the last answer and build the prompt that led to it."""
-    model = model_resolve(model)
+    """Check a request to redo the last answer, build the prompt that led to it and pass the usage gate
+    (never from the prompt cache: the user asked for a different answer)."""
+    plan = usage.plan_for(user=user)
+    model = model_resolve(model, plan=plan)
     conversation = conversation_get(user=user, conversation_id=conversation_id)
     last = _last_answer(conversation)
     history = history_for_prompt(conversation=conversation, limit=settings.CHAT_HISTORY_MESSAGES, before=last)
+    prompt = prompt_for(user, history)
     return TurnPlan(
         user=user,
         conversation_id=conversation.pk,
         content=None,
         model=model,
-        prompt=prompt_for(user, history),
+        prompt=prompt,
         title=conversation.title,
+        admission=usage.gate_admit(user=user, plan=plan, model=model, prompt=prompt, source="chat", cacheable=False),
     )
 
 
@@ -199,12 +221,31 @@ def turn_record(*, plan: TurnPlan) -> Turn:
     )
 
 
+async def reply_begin(plan: TurnPlan) -> OpenReply:
+    """Moderate the user's text, then open the reply. If it is refused (or the caller goes away) before
+    the provider is called, everything the gate holds is given back."""
+    try:
+        user_text = next(m["content"] for m in reversed(plan.prompt) if m["role"] == "user")
+        await usage.moderation_check(user=plan.user, admission=plan.admission, text=user_text)
+    except BaseException:
+        await asyncio.shield(in_db_thread(usage.gate_release)(plan.admission))
+        raise
+    return reply_open(plan)
+
+
 def reply_open(plan: TurnPlan) -> OpenReply:
-    """Send the provider request and save the turn at the same time: the database writes stay off the
-    user's time to first token (they finish while the provider works on it, or alongside the first deltas)."""
-    stream = CompletionStream(
-        messages=plan.prompt, model=plan.model, max_tokens=settings.LLM_MAX_TOKENS, temperature=settings.LLM_TEMPERATURE
-    ).start()
+    """Send the provider request (or serve the cached answer) and save the turn at the same time: the
+    database writes stay off the user's time to first token."""
+    admission = plan.admission
+    if admission.cached_answer is not None:
+        stream = CachedStream(messages=plan.prompt, answer=admission.cached_answer)
+    else:
+        stream = CompletionStream(
+            messages=plan.prompt,
+            model=plan.model,
+            max_tokens=admission.max_tokens,
+            temperature=settings.LLM_TEMPERATURE,
+        ).start()
     saving = asyncio.ensure_future(in_db_thread(turn_record)(plan=plan))
     return OpenReply(plan=plan, stream=stream, saving=saving)
 
@@ -312,23 +353,71 @@ async def reply_stream(
             completion_tokens=usage["completion_tokens"] if usage else token_count(stream.received_text),
             error_code=error_code,
             error_message=error_message,
+            quota=None,
         )
-        if turn is not None:
-            # Shielded: a cancelled caller must not leave the reply unsettled.
-            await asyncio.shield(
-                in_db_thread(turn_finish)(
-                    message_id=turn.message_id,
-                    content="".join(parts),
-                    status=status,
-                    model=outcome.model,
-                    prompt_tokens=outcome.prompt_tokens,
-                    completion_tokens=outcome.completion_tokens,
-                    error_code=error_code,
-                    time_to_first_token_ms=None if first_token_at is None else round((first_token_at - started) * 1000),
-                    duration_ms=round((time.monotonic() - started) * 1000),
-                )
+        # Shielded: a cancelled caller must not leave the reply unsettled or the call unaccounted.
+        period = await asyncio.shield(
+            in_db_thread(reply_settle)(
+                plan=reply.plan,
+                stream=stream,
+                turn=turn,
+                content="".join(parts),
+                outcome=outcome,
+                time_to_first_token_ms=None if first_token_at is None else round((first_token_at - started) * 1000),
+                duration_ms=round((time.monotonic() - started) * 1000),
             )
+        )
+        outcome = dataclasses.replace(outcome, quota=period)
     return outcome
+
+
+def reply_settle(
+    *,
+    plan: TurnPlan,
+    stream,
+    turn: Turn | None,
+    content: str,
+    outcome: ReplyOutcome,
+    time_to_first_token_ms: int | None,
+    duration_ms: int,
+) -> dict:
+    """Save the answer and account for the call in one transaction (I2); then give the rate limiter back
+    what was held but not used, and keep a complete answer in the prompt cache. Returns the quota meter."""
+    admission = plan.admission
+    cached = isinstance(stream, CachedStream)
+    with transaction.atomic():
+        if turn is not None:
+            turn_finish(
+                message_id=turn.message_id,
+                content=content,
+                status=outcome.status,
+                model=outcome.model,
+                prompt_tokens=outcome.prompt_tokens,
+                completion_tokens=outcome.completion_tokens,
+                error_code=outcome.error_code,
+                time_to_first_token_ms=time_to_first_token_ms,
+                duration_ms=duration_ms,
+            )
+        settlement = usage.usage_settle(
+            admission=admission,
+            conversation_id=turn.conversation_id if turn else None,
+            message_id=turn.message_id if turn else None,
+            model=outcome.model,
+            status=outcome.status,
+            prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens,
+            cached=cached,
+        )
+    usage.limits_settle(admission=admission, settlement=settlement)
+    if admission.cache_key and not cached and outcome.status == Message.Status.COMPLETE and stream.usage:
+        prompt_cache.put(
+            admission.cache_key,
+            text=content,
+            model=outcome.model,
+            prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens,
+        )
+    return usage_selectors.quota_meter(period=settlement.period)
 
 
 @transaction.atomic

@@ -1,4 +1,5 @@
 import os
+from importlib import import_module
 
 import pytest
 from django.core.cache import cache
@@ -53,6 +54,22 @@ def _clean_cache():
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _plans(request):
+    """The plans the data migration creates. Transactional tests flush every table after they run, so they
+    are put back for each database test."""
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None:
+        return
+    transactional = marker.kwargs.get("transaction") or (marker.args and marker.args[0])
+    request.getfixturevalue("transactional_db" if transactional else "db")
+    from usage.models import Plan
+
+    if not Plan.objects.exists():
+        for fields in import_module("usage.migrations.0002_plans").PLANS:
+            Plan.objects.create(**fields)
 
 
 @pytest.fixture

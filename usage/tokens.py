@@ -25,3 +25,11 @@ def token_count(text: str) -> int:
 
 def prompt_token_count(messages: list[dict]) -> int:
     return TOKENS_PER_REPLY + sum(TOKENS_PER_MESSAGE + token_count(m.get("content") or "") for m in messages)
+
+
+def prompt_tokens_upper_bound(messages: list[dict]) -> int:
+    """A bound no provider's count can pass, for reserving quota before the call (I1): a byte-level BPE
+    tokenizer (every OpenAI encoding, and most others) never makes more tokens than the text has UTF-8 bytes,
+    and 4 tokens a message covers the chat framing. Counting with o200k_base instead would be closer but is
+    exact only for one family of models; the difference is given back at settlement anyway."""
+    return TOKENS_PER_REPLY + sum(4 + len((m.get("content") or "").encode()) for m in messages)

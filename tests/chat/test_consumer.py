@@ -45,7 +45,7 @@ async def test_message_streams_in_order_and_is_persisted(chat_socket, user):
     frames = await chat_socket.ask("Hello **world**")
 
     start, *middle, end = frames
-    assert start == {"type": "start", "conversation": None, "model": "demo-mini"}
+    assert start == {"type": "start", "conversation": None, "model": "demo-mini", "cached": False}
     ids = saved(frames)
     assert ids["conversation"]["created"] is True and ids["conversation"]["title"] == "Hello **world**"
     assert {frame["type"] for frame in middle} == {"delta", "saved"}
@@ -56,6 +56,14 @@ async def test_message_streams_in_order_and_is_persisted(chat_socket, user):
         "status": "complete",
         "model": "demo-mini",
         "usage": {"prompt_tokens": end["usage"]["prompt_tokens"], "completion_tokens": 12},
+        "quota": {
+            "used": end["usage"]["prompt_tokens"] + 12,
+            "reserved": 0,
+            "allowance": 200_000,
+            "remaining": 200_000 - end["usage"]["prompt_tokens"] - 12,
+            "reset_at": end["quota"]["reset_at"],
+            "level": "ok",
+        },
     }
 
     reply = await get_message(ids["message"])
@@ -74,7 +82,7 @@ async def test_follow_up_goes_to_the_same_conversation_with_history(chat_socket)
     conversation_id = saved(first)["conversation"]["id"]
     second = await chat_socket.ask("Second question", conversation=conversation_id, model="demo-large")
 
-    assert second[0] == {"type": "start", "conversation": conversation_id, "model": "demo-large"}
+    assert second[0] == {"type": "start", "conversation": conversation_id, "model": "demo-large", "cached": False}
     assert saved(second)["conversation"] == {"id": conversation_id, "title": "First question", "created": False}
     assert second[-1]["model"] == "demo-large"
     assert delta_text(second) == expected_answer("Second question")
@@ -140,7 +148,7 @@ async def test_regenerate_replaces_the_last_answer(chat_socket):
     await chat_socket.send({"type": "regenerate", "conversation": conversation_id})
     second = await chat_socket.receive_until("end")
 
-    assert second[0] == {"type": "start", "conversation": conversation_id, "model": "demo-mini"}
+    assert second[0] == {"type": "start", "conversation": conversation_id, "model": "demo-mini", "cached": False}
     assert saved(second)["user_message"] is None
     assert delta_text(second) == delta_text(first)  # deterministic model, same history
     assert saved(second)["message"] != saved(first)["message"] == first[-1]["message"]

@@ -1,0 +1,165 @@
+"""Per-user rate limits (requests/minute, requests/day, tokens/day), shared by every web process.
+
+The algorithm is GCRA (the generic cell rate algorithm): each limit is one stored number, the "theoretical
+arrival time" (TAT). A limit of L per period T lets a request of cost c through when
+max(TAT, now) + c*T/L - now <= T, which behaves as a sliding window: bursts up to L, then one unit every T/L.
+Several limits are checked and taken together, all or nothing, in one Lua script: one Redis round trip per
+request, plus one at settlement to give back the unused part of the tokens taken. The clock is Redis's own
+(TIME), so web processes with skewed clocks share one view.
+
+The store is the "limits" cache alias: Redis through django-redis in production (I5), process memory only
+in the embedded default (one process). If Redis cannot be reached, LimitsUnavailable is raised and the caller
+refuses the request (I8).
+"""
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+from django.core.cache import caches
+from django_redis.cache import RedisCache
+from redis.exceptions import RedisError
+
+LIMITS_ALIAS = "limits"
+
+
+class LimitsUnavailable(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Limit:
+    name: str  # requests_per_minute, requests_per_day, tokens_per_day
+    key: str
+    limit: int
+    period_seconds: int
+    cost: int
+
+
+@dataclass(frozen=True)
+class LimitResult:
+    allowed: bool
+    limit: Limit | None  # the limit that refused, if any
+    remaining: int  # of the refusing limit (or of the first limit when allowed)
+    retry_after_seconds: float  # 0 when allowed
+    now: float  # the store's clock, epoch seconds
+
+
+_TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local new_tats = {}
+local first_remaining = 0
+for i = 1, #KEYS do
+  local period = tonumber(ARGV[3 * i - 2])
+  local interval = period / tonumber(ARGV[3 * i - 1])
+  local cost = tonumber(ARGV[3 * i])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or 0)
+  if tat < now then tat = now end
+  local new_tat = tat + cost * interval
+  if new_tat - now > period then
+    local remaining = math.floor((period - (tat - now)) / interval)
+    return {0, i, remaining, math.ceil(new_tat - now - period), now}
+  end
+  new_tats[i] = new_tat
+  if i == 1 then first_remaining = math.floor((period - (new_tat - now)) / interval) end
+end
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], string.format('%.3f', new_tats[i]), 'PX', math.ceil(new_tats[i] - now) + 1000)
+end
+return {1, 0, first_remaining, 0, now}
+"""
+
+_GIVE_BACK = """
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if tat then
+  redis.call('SET', KEYS[1], string.format('%.3f', tat - tonumber(ARGV[1])), 'KEEPTTL')
+end
+return 1
+"""
+
+
+class RedisLimiter:
+    def __init__(self, cache: RedisCache):
+        self.cache = cache
+        client = cache.client.get_client(write=True)
+        self.take_script = client.register_script(_TAKE)
+        self.give_back_script = client.register_script(_GIVE_BACK)
+
+    def _key(self, key: str) -> str:
+        return self.cache.make_key(f"limit:{key}")
+
+    def take(self, limits: list[Limit]) -> LimitResult:
+        args = []
+        for limit in limits:
+            args += [limit.period_seconds * 1000, limit.limit, limit.cost]
+        try:
+            allowed, index, remaining, retry_ms, now_ms = self.take_script(
+                keys=[self._key(limit.key) for limit in limits], args=args
+            )
+        except RedisError as error:
+            raise LimitsUnavailable(str(error)) from error
+        return LimitResult(
+            allowed=bool(allowed),
+            limit=None if allowed else limits[index - 1],
+            remaining=remaining,
+            retry_after_seconds=retry_ms / 1000,
+            now=now_ms / 1000,
+        )
+
+    def give_back(self, limit: Limit, amount: int) -> None:
+        try:
+            amount_ms = amount * limit.period_seconds * 1000 / limit.limit
+            self.give_back_script(keys=[self._key(limit.key)], args=[amount_ms])
+        except RedisError as error:
+            raise LimitsUnavailable(str(error)) from error
+
+
+class LocalLimiter:
+    """The same algorithm in process memory, for the embedded default's single process."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.tats: dict[str, float] = {}
+
+    def take(self, limits: list[Limit]) -> LimitResult:
+        with self.lock:
+            now = time.time()
+            new_tats, first_remaining = [], 0
+            for position, limit in enumerate(limits):
+                interval = limit.period_seconds / limit.limit
+                tat = max(self.tats.get(limit.key, now), now)
+                new_tat = tat + limit.cost * interval
+                if new_tat - now > limit.period_seconds:
+                    return LimitResult(
+                        False,
+                        limit,
+                        math.floor((limit.period_seconds - (tat - now)) / interval),
+                        new_tat - now - limit.period_seconds,
+                        now,
+                    )
+                new_tats.append(new_tat)
+                if position == 0:
+                    first_remaining = math.floor((limit.period_seconds - (new_tat - now)) / interval)
+            for limit, new_tat in zip(limits, new_tats, strict=True):
+                self.tats[limit.key] = new_tat
+            return LimitResult(True, None, first_remaining, 0.0, now)
+
+    def give_back(self, limit: Limit, amount: int) -> None:
+        with self.lock:
+            if limit.key in self.tats:
+                self.tats[limit.key] -= amount * limit.period_seconds / limit.limit
+
+
+_local = LocalLimiter()
+
+
+def limiter() -> RedisLimiter | LocalLimiter:
+    cache = caches[LIMITS_ALIAS]
+    if isinstance(cache, RedisCache):
+        try:
+            return RedisLimiter(cache)
+        except RedisError as error:
+            raise LimitsUnavailable(str(error)) from error
+    return _local

@@ -1,0 +1,154 @@
+"""Plans, quota periods, usage records and the global spend ledger.
+
+Money is Decimal (USD), token counts are integers. Counters are changed only by conditional UPDATEs or F()
+increments in usage.services, never read-modify-write in Python.
+"""
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+USD = {"max_digits": 20, "decimal_places": 10}
+
+
+class Plan(models.Model):
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=100)
+    monthly_token_allowance = models.PositiveBigIntegerField(help_text="Tokens (prompt + completion) per period.")
+    requests_per_minute = models.PositiveIntegerField()
+    requests_per_day = models.PositiveIntegerField()
+    tokens_per_day = models.PositiveBigIntegerField()
+    allowed_models = models.JSONField(
+        default=list, blank=True, help_text='Model ids, e.g. ["demo-mini"]. Empty: every configured model.'
+    )
+    max_tokens_per_request = models.PositiveIntegerField(help_text="The completion's max_tokens.")
+    is_default = models.BooleanField(default=False, help_text="The plan every new user starts on (exactly one).")
+
+    class Meta:
+        ordering = ["monthly_token_allowance"]
+        constraints = [
+            models.UniqueConstraint(fields=["is_default"], condition=models.Q(is_default=True), name="one_default_plan")
+        ]
+
+    def __str__(self):
+        return self.name
+
+    def allows_model(self, model_id: str) -> bool:
+        return not self.allowed_models or model_id in self.allowed_models
+
+
+class UserPlan(models.Model):
+    """A user's current plan: one row per user, created with the user (usage.signals)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="user_plan"
+    )
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="user_plans")
+    changed_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return f"{self.user} on {self.plan}"
+
+
+class QuotaPeriod(models.Model):
+    """A user's token allowance for one period: [start, end). `reserved` covers requests in flight."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="quota_periods")
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    allowance = models.PositiveBigIntegerField()
+    used = models.PositiveBigIntegerField(default=0)
+    reserved = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "start"], name="one_quota_period_per_start")]
+        indexes = [models.Index(fields=["user", "-end"], name="usage_period_user_end")]
+
+    def __str__(self):
+        return f"{self.user} {self.start:%Y-%m-%d} to {self.end:%Y-%m-%d}"
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.allowance - self.used - self.reserved)
+
+
+class UsageRecord(models.Model):
+    """One provider call or prompt-cache hit, written in the same transaction as the assistant message."""
+
+    class Source(models.TextChoices):
+        CHAT = "chat"
+        API = "api"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_records")
+    conversation = models.ForeignKey(
+        "chat.Conversation", on_delete=models.SET_NULL, null=True, blank=True, related_name="usage_records"
+    )
+    message = models.ForeignKey(
+        "chat.Message", on_delete=models.SET_NULL, null=True, blank=True, related_name="usage_records"
+    )
+    request_id = models.CharField(max_length=64, unique=True)
+    source = models.CharField(max_length=8, choices=Source.choices)
+    model = models.CharField(max_length=100)
+    status = models.CharField(max_length=16)
+    prompt_tokens = models.PositiveIntegerField()
+    completion_tokens = models.PositiveIntegerField()
+    billable_tokens = models.PositiveIntegerField(help_text="What counted against the user's quota.")
+    cost = models.DecimalField(**USD, help_text="What the provider charges us, USD.")
+    cached = models.BooleanField(default=False)
+    latency_ms = models.PositiveIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "created_at"], name="usage_record_user_created")]
+
+    def __str__(self):
+        return f"{self.request_id} {self.model} {self.prompt_tokens}+{self.completion_tokens}"
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class SpendDay(models.Model):
+    """What the provider cost us on one UTC day, across all users: the global spend cap reads this."""
+
+    day = models.DateField(primary_key=True)
+    cost = models.DecimalField(**USD, default=Decimal(0))
+    requests = models.PositiveIntegerField(default=0)
+
+    def __str__(self):
+        return f"{self.day}: ${self.cost}"
+
+
+class SpendControl(models.Model):
+    """Staff overrides of the global spend cap (one row). Empty fields fall back to the settings."""
+
+    daily_cap_usd = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    monthly_cap_usd = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    kill_switch = models.BooleanField(default=False, help_text="Refuse every paid call at once.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "spend control"
+
+    def __str__(self):
+        return "Spend control"
+
+
+class ModerationEvent(models.Model):
+    """A user's text the moderation model flagged; it was not sent to the completion model."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="moderation_events")
+    source = models.CharField(max_length=8, choices=UsageRecord.Source.choices)
+    content = models.TextField()
+    categories = models.JSONField(default=list)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "-created_at"], name="usage_moderation_user_recent")]
+
+    def __str__(self):
+        return f"{self.user}: {', '.join(self.categories)}"

@@ -1,0 +1,55 @@
+"""Exact-match prompt cache: the same user sending the same model the same messages with the same
+parameters gets the stored answer back, without a provider call.
+
+Scope: per user. The key includes the user's id as well as the whole message list (system prompt with the
+user's context, and the conversation), so one user's private context can never be served to another, even
+for an identical question. Regenerate never reads the cache (the user asked for a different answer).
+Charging for hits is PROMPT_CACHE_HIT_CHARGE: "none" (default; a hit costs no quota, and no provider cost is
+recorded) or "full" (charged as if generated). Either way the hit is one cached UsageRecord.
+
+The cache is not correctness-critical: if the store fails, a lookup is a miss and a write is skipped.
+"""
+
+import hashlib
+import json
+import logging
+
+from django.conf import settings
+from django.core.cache import cache
+
+logger = logging.getLogger(__name__)
+
+
+def key_for(*, user_id: int, model: str, messages: list[dict], max_tokens: int) -> str:
+    material = json.dumps(
+        {
+            "user": user_id,
+            "model": model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": str(settings.LLM_TEMPERATURE),
+        },
+        sort_keys=True,
+        ensure_ascii=False,
+    )
+    return "prompt-cache:" + hashlib.sha256(material.encode()).hexdigest()
+
+
+def get(key: str) -> dict | None:
+    if not settings.PROMPT_CACHE_ENABLED:
+        return None
+    try:
+        return cache.get(key)
+    except Exception:
+        logger.warning("Prompt cache lookup failed; treating it as a miss", exc_info=True)
+        return None
+
+
+def put(key: str, *, text: str, model: str, prompt_tokens: int, completion_tokens: int) -> None:
+    if not settings.PROMPT_CACHE_ENABLED:
+        return
+    answer = {"text": text, "model": model, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
+    try:
+        cache.set(key, answer, timeout=settings.PROMPT_CACHE_TTL_SECONDS)
+    except Exception:
+        logger.warning("Prompt cache write failed", exc_info=True)

@@ -1,0 +1,77 @@
+"""Reads for the usage meter and the /usage/ page."""
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from django.db.models import Count, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from usage.models import Plan, QuotaPeriod, UsageRecord, UserPlan
+
+WARNING_SHARE = 0.8
+
+
+def quota_meter(*, period: QuotaPeriod) -> dict:
+    """What the chat page's meter shows, as JSON: used of the allowance, and when it resets."""
+    share = (period.used / period.allowance) if period.allowance else 1.0
+    return {
+        "used": period.used,
+        "reserved": period.reserved,
+        "allowance": period.allowance,
+        "remaining": period.remaining,
+        "reset_at": period.end.isoformat(),
+        "level": "exhausted" if share >= 1 else "warning" if share >= WARNING_SHARE else "ok",
+    }
+
+
+def plan_and_period(*, user) -> tuple[Plan, dict]:
+    """The user's plan and current period meter (a period not started yet shows the full allowance)."""
+    user_plan = UserPlan.objects.select_related("plan").filter(user=user).first()
+    plan = user_plan.plan if user_plan else Plan.objects.get(is_default=True)
+    now = timezone.now()
+    period = QuotaPeriod.objects.filter(user=user, start__lte=now, end__gt=now).order_by("-start").first()
+    if period is None:
+        from usage.services import calendar_month
+
+        start, end = calendar_month(now)
+        period = QuotaPeriod(user=user, start=start, end=end, allowance=plan.monthly_token_allowance)
+    return plan, quota_meter(period=period)
+
+
+@dataclass(frozen=True)
+class DayUsage:
+    day: date
+    tokens: int
+    requests: int
+
+
+def usage_by_day(*, user, start, end) -> list[DayUsage]:
+    """The user's tokens per UTC day in [start, end), every day present (zero when idle)."""
+    rows = (
+        UsageRecord.objects.filter(user=user, created_at__gte=start, created_at__lt=end)
+        .annotate(day=TruncDate("created_at"))
+        .values("day")
+        .annotate(prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens"), requests=Count("id"))
+    )
+    by_day = {row["day"]: row for row in rows}
+    days, day = [], start.date()
+    while day < end.date() and day <= timezone.now().date():
+        row = by_day.get(day)
+        days.append(DayUsage(day, (row["prompt"] + row["completion"]) if row else 0, row["requests"] if row else 0))
+        day += timedelta(days=1)
+    return days
+
+
+def usage_by_model(*, user, start, end) -> list[dict]:
+    return list(
+        UsageRecord.objects.filter(user=user, created_at__gte=start, created_at__lt=end)
+        .values("model")
+        .annotate(
+            requests=Count("id"),
+            prompt_tokens=Sum("prompt_tokens"),
+            completion_tokens=Sum("completion_tokens"),
+            billable_tokens=Sum("billable_tokens"),
+        )
+        .order_by("-billable_tokens", "model")
+    )

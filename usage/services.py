@@ -1,0 +1,425 @@
+"""The usage gate and its settlement: one service for every paid call (the chat websocket, the HTTP API).
+
+    gate_admit      rate limits -> global spend cap -> token quota reservation -> prompt cache lookup
+    moderation_check  (async, after the gate, before anything is sent to the completion model)
+    usage_settle    in the caller's transaction: the usage record, the quota, the spend ledger
+    limits_settle   after the commit: give back the unused tokens of the tokens/day limit
+    gate_release    a request refused or abandoned after gate_admit: give everything back
+
+Invariants (docs/architecture.md): I1 the quota reservation is one conditional UPDATE covering the worst
+case; I2 one UsageRecord per provider call or cache hit, unique by request id; I5 limits live in Redis;
+I6 periods roll over on access; I8 an unreachable store refuses the request.
+"""
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.cache import cache
+from django.core.mail import mail_admins
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.models import F, Q, Sum
+from django.utils import timezone
+
+from aisaas.errors import ApplicationError, ServiceUnavailable
+from chat.llm import model_catalogue
+from usage import limits, prompt_cache
+from usage.models import ModerationEvent, Plan, QuotaPeriod, SpendControl, SpendDay, UsageRecord, UserPlan
+from usage.tokens import prompt_tokens_upper_bound
+
+logger = logging.getLogger(__name__)
+
+COST_PLACES = Decimal("0.0000000001")
+
+
+class LimitReached(ApplicationError):
+    """A per-user limit refused the request. Details say which, what is left, and when to retry."""
+
+    code = "rate_limited"
+    http_status = 429
+
+
+class SpendCapReached(ApplicationError):
+    code = "spend_cap"
+    http_status = 503
+
+
+class ContentFlagged(ApplicationError):
+    code = "moderation_flagged"
+    http_status = 403
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A request the gate let through, with what it holds until it is settled or released."""
+
+    request_id: str
+    user_id: int
+    source: str
+    model: str
+    max_tokens: int
+    period_id: int
+    reserved_tokens: int
+    tokens_limit: limits.Limit
+    cache_key: str | None
+    cached_answer: dict | None
+    admitted_at: float  # time.monotonic(), for the record's latency
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Plans
+# ------------------------------------------------------------------------------------------------------------
+def default_plan() -> Plan:
+    return Plan.objects.get(is_default=True)
+
+
+def user_plan_create(*, user) -> UserPlan:
+    user_plan, _ = UserPlan.objects.get_or_create(user=user, defaults={"plan": default_plan()})
+    return user_plan
+
+
+def plan_for(*, user) -> Plan:
+    user_plan = UserPlan.objects.select_related("plan").filter(user=user).first()
+    return user_plan.plan if user_plan else default_plan()
+
+
+@transaction.atomic
+def plan_change(*, user, plan: Plan) -> UserPlan:
+    """Put the user on `plan`. The current period takes the new allowance at once (an upgrade is usable
+    immediately; a downgrade below what is used simply leaves nothing to spend until the period ends)."""
+    user_plan, _ = UserPlan.objects.update_or_create(user=user, defaults={"plan": plan, "changed_at": timezone.now()})
+    now = timezone.now()
+    QuotaPeriod.objects.filter(user=user, start__lte=now, end__gt=now).update(allowance=plan.monthly_token_allowance)
+    return user_plan
+
+
+def model_allowed(*, plan: Plan, model_id: str) -> bool:
+    return plan.allows_model(model_id)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Quota periods
+# ------------------------------------------------------------------------------------------------------------
+def calendar_month(moment: datetime) -> tuple[datetime, datetime]:
+    moment = moment.astimezone(UTC)
+    start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = (start + timedelta(days=32)).replace(day=1)
+    return start, end
+
+
+def quota_period_current(*, user, plan: Plan, now: datetime | None = None) -> QuotaPeriod:
+    """The user's period containing `now`, created on first access (lazy rollover: no beat needed)."""
+    now = now or timezone.now()
+    period = QuotaPeriod.objects.filter(user=user, start__lte=now, end__gt=now).order_by("-start").first()
+    if period is None:
+        start, end = calendar_month(now)
+        period, _ = QuotaPeriod.objects.get_or_create(
+            user=user, start=start, defaults={"end": end, "allowance": plan.monthly_token_allowance}
+        )
+    return period
+
+
+def quota_reserve(*, user, plan: Plan, tokens: int) -> QuotaPeriod:
+    """Hold `tokens` of the current period, or refuse: one conditional UPDATE, so concurrent requests can
+    never hold more than the allowance between them (I1)."""
+    period = quota_period_current(user=user, plan=plan)
+    held = QuotaPeriod.objects.filter(pk=period.pk, allowance__gte=F("used") + F("reserved") + tokens).update(
+        reserved=F("reserved") + tokens
+    )
+    if not held:
+        period.refresh_from_db()
+        remaining = period.remaining
+        raise LimitReached(
+            "You have used this period's tokens."
+            if remaining == 0
+            else f"This request could need up to {tokens:,} tokens; {remaining:,} are left this period.",
+            code="quota_exceeded",
+            limit="monthly_tokens",
+            limit_value=period.allowance,
+            remaining=remaining,
+            reset_at=period.end.isoformat(),
+            retry_after=max(0, round((period.end - timezone.now()).total_seconds())),
+        )
+    return period
+
+
+def quota_periods_roll_over(*, now: datetime | None = None) -> int:
+    """Start the current calendar month for every user whose last period has ended: one INSERT … SELECT.
+    Safe to run twice or after a missed month (the unique (user, start) absorbs repeats; a missed month is
+    simply skipped). Users who never chatted get their period lazily, on first use."""
+    now = now or timezone.now()
+    start, end = calendar_month(now)
+    adapt = connection.ops.adapt_datetimefield_value
+    sql = """
+        INSERT INTO usage_quotaperiod (user_id, start, "end", allowance, used, reserved, created_at)
+        SELECT up.user_id, %s, %s, p.monthly_token_allowance, 0, 0, %s
+        FROM usage_userplan up JOIN usage_plan p ON p.id = up.plan_id
+        WHERE EXISTS (SELECT 1 FROM usage_quotaperiod q WHERE q.user_id = up.user_id AND q."end" <= %s)
+          AND NOT EXISTS (SELECT 1 FROM usage_quotaperiod q WHERE q.user_id = up.user_id AND q."end" > %s)
+        ON CONFLICT (user_id, start) DO NOTHING
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [adapt(start), adapt(end), adapt(now), adapt(now), adapt(now)])
+        return cursor.rowcount
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Global spend cap
+# ------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SpendCaps:
+    daily: Decimal
+    monthly: Decimal
+    kill_switch: bool
+
+
+def spend_caps() -> SpendCaps:
+    control = SpendControl.objects.first()
+    return SpendCaps(
+        daily=control.daily_cap_usd if control and control.daily_cap_usd is not None else settings.SPEND_CAP_DAILY_USD,
+        monthly=control.monthly_cap_usd
+        if control and control.monthly_cap_usd is not None
+        else settings.SPEND_CAP_MONTHLY_USD,
+        kill_switch=settings.SPEND_KILL_SWITCH or bool(control and control.kill_switch),
+    )
+
+
+def spend_check() -> None:
+    """Refuse every paid call once today's or this month's provider cost reached its cap, or the kill switch
+    is on. The cap is checked against settled cost: calls already in flight when it is crossed still finish,
+    so it can be passed by at most their cost (each bounded by the plan's max_tokens)."""
+    caps = spend_caps()
+    if caps.kill_switch:
+        raise SpendCapReached("The AI service is paused by the operators. Please try again later.", code="paused")
+    today = timezone.now().date()
+    spent = SpendDay.objects.filter(day__gte=today.replace(day=1)).aggregate(
+        month=Sum("cost"), today=Sum("cost", filter=Q(day=today))
+    )
+    month, day = spent["month"] or Decimal(0), spent["today"] or Decimal(0)
+    for period, amount, cap in (("day", day, caps.daily), ("month", month, caps.monthly)):
+        if amount >= cap:
+            _spend_cap_alert(period=period, amount=amount, cap=cap)
+            raise SpendCapReached(
+                "The service has reached its spending limit for now. Please try again later.",
+                limit=f"spend_per_{period}",
+            )
+
+
+def _spend_cap_alert(*, period: str, amount: Decimal, cap: Decimal) -> None:
+    from usage.tasks import alert_spend_cap
+
+    logger.error("Global spend cap reached (%s: $%s of $%s): refusing paid calls", period, amount, cap)
+    alert_spend_cap.delay(period=period, amount=str(amount), cap=str(cap))
+
+
+def spend_cap_alert_send(*, period: str, amount: str, cap: str) -> bool:
+    """Mail ADMINS once per day or month the cap is hit; the cache key makes repeats no-ops."""
+    when = timezone.now().strftime("%Y-%m-%d" if period == "day" else "%Y-%m")
+    if not cache.add(f"spend-cap-alert:{period}:{when}", True, timeout=32 * 86400):
+        return False
+    mail_admins(
+        f"Spend cap reached for this {period}",
+        f"Provider cost this {period} is ${amount}, at or over the cap of ${cap}. Paid calls are being refused "
+        "until the next period, or until the cap is raised in the admin (Usage > Spend control).",
+    )
+    return True
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The gate
+# ------------------------------------------------------------------------------------------------------------
+def _limits_for(*, user_id: int, plan: Plan, tokens: int) -> list[limits.Limit]:
+    return [
+        limits.Limit("requests_per_minute", f"{user_id}:rpm", plan.requests_per_minute, 60, 1),
+        limits.Limit("requests_per_day", f"{user_id}:rpd", plan.requests_per_day, 86400, 1),
+        limits.Limit("tokens_per_day", f"{user_id}:tpd", plan.tokens_per_day, 86400, tokens),
+    ]
+
+
+_LIMIT_MESSAGES = {
+    "requests_per_minute": "You are sending messages too fast.",
+    "requests_per_day": "You have reached today's message limit.",
+    "tokens_per_day": "You have reached today's token limit.",
+}
+
+
+def gate_admit(*, user, plan: Plan, model: str, prompt: list[dict], source: str, cacheable: bool) -> Admission:
+    """Let a paid call through, or raise: LimitReached (429), SpendCapReached, or ServiceUnavailable when a
+    store cannot be reached (I8). Sync: run it in a database thread."""
+    max_tokens = min(plan.max_tokens_per_request, settings.LLM_MAX_TOKENS)
+    tokens = prompt_tokens_upper_bound(prompt) + max_tokens
+    user_limits = _limits_for(user_id=user.pk, plan=plan, tokens=tokens)
+    try:
+        result = limits.limiter().take(user_limits)
+    except limits.LimitsUnavailable:
+        logger.error("Rate-limit store unavailable: refusing paid calls")
+        raise ServiceUnavailable(
+            "Usage limits cannot be checked right now. Please try again shortly.", code="limits_unavailable"
+        ) from None
+    if not result.allowed:
+        refused = result.limit
+        raise LimitReached(
+            _LIMIT_MESSAGES[refused.name]
+            if refused.cost <= refused.limit
+            else f"This request could need {tokens:,} tokens, more than your daily limit.",
+            limit=refused.name,
+            limit_value=refused.limit,
+            remaining=result.remaining,
+            reset_at=datetime.fromtimestamp(result.now + result.retry_after_seconds, UTC).isoformat(),
+            retry_after=max(1, round(result.retry_after_seconds)),
+        )
+    tokens_limit = user_limits[-1]
+    try:
+        spend_check()
+        period = quota_reserve(user=user, plan=plan, tokens=tokens)
+    except BaseException as error:
+        _give_back_tokens(tokens_limit, tokens)
+        if isinstance(error, DatabaseError):
+            logger.exception("Quota store unavailable: refusing paid calls")
+            raise ServiceUnavailable(
+                "Usage cannot be checked right now. Please try again shortly.", code="quota_unavailable"
+            ) from None
+        raise
+    cache_key = prompt_cache.key_for(user_id=user.pk, model=model, messages=prompt, max_tokens=max_tokens)
+    return Admission(
+        request_id=uuid.uuid4().hex,
+        user_id=user.pk,
+        source=source,
+        model=model,
+        max_tokens=max_tokens,
+        period_id=period.pk,
+        reserved_tokens=tokens,
+        tokens_limit=tokens_limit,
+        cache_key=cache_key if cacheable else None,
+        cached_answer=prompt_cache.get(cache_key) if cacheable else None,
+        admitted_at=time.monotonic(),
+    )
+
+
+def _give_back_tokens(tokens_limit: limits.Limit, amount: int) -> None:
+    if amount <= 0:
+        return
+    try:
+        limits.limiter().give_back(tokens_limit, amount)
+    except limits.LimitsUnavailable:
+        # The daily token limit stays stricter than it should until its window passes; never looser.
+        logger.warning("Could not give back %s tokens to the daily limit", amount)
+
+
+def gate_release(admission: Admission) -> None:
+    """Undo an admission that led to no provider call (moderation refused it, the client went away)."""
+    QuotaPeriod.objects.filter(pk=admission.period_id).update(reserved=F("reserved") - admission.reserved_tokens)
+    _give_back_tokens(admission.tokens_limit, admission.reserved_tokens)
+
+
+async def moderation_check(*, user, admission: Admission, text: str) -> None:
+    """Refuse text the moderation model flags, and record it for staff. Nothing is sent to the completion
+    model before this passes. If moderation cannot be reached the request is refused (retryable)."""
+    if not settings.MODERATION_ENABLED:
+        return
+    from chat.llm import moderation_categories
+    from chat.services import in_db_thread
+
+    try:
+        categories = await moderation_categories(text)
+    except Exception:
+        logger.warning("Moderation unavailable: refusing the request", exc_info=True)
+        raise ServiceUnavailable(
+            "Your message could not be checked right now. Please try again.", code="moderation_unavailable"
+        ) from None
+    if categories is not None:
+        await in_db_thread(ModerationEvent.objects.create)(
+            user=user, source=admission.source, content=text, categories=categories
+        )
+        raise ContentFlagged(
+            "This message was not sent: it breaks the content policy.",
+            categories=categories,
+        )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Settlement
+# ------------------------------------------------------------------------------------------------------------
+def cost_of(*, model: str, prompt_tokens: int, completion_tokens: int) -> Decimal:
+    info = model_catalogue().get(model) or model_catalogue().fallback
+    if info is None:
+        return Decimal(0)
+    cost = (prompt_tokens * info.input_usd_per_1m + completion_tokens * info.output_usd_per_1m) / 1_000_000
+    return cost.quantize(COST_PLACES)
+
+
+@dataclass(frozen=True)
+class Settlement:
+    record: UsageRecord | None  # None: this request was already settled
+    billable_tokens: int
+    period: QuotaPeriod
+
+
+def usage_settle(
+    *,
+    admission: Admission,
+    conversation_id: int | None,
+    message_id: int | None,
+    model: str,
+    status: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached: bool = False,
+) -> Settlement:
+    """Account for one provider call (or cache hit) exactly once (I2): the usage record, the period's quota
+    moved from reserved to used at the actual amount, and the day's spend. Run inside the transaction that
+    saves the answer, so both or neither are written."""
+    with transaction.atomic():
+        if cached:
+            cost = Decimal(0)  # nothing was paid to the provider
+            billable = prompt_tokens + completion_tokens if settings.PROMPT_CACHE_HIT_CHARGE == "full" else 0
+        else:
+            cost = cost_of(model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+            billable = prompt_tokens + completion_tokens
+        now = timezone.now()
+        try:
+            with transaction.atomic():
+                record = UsageRecord.objects.create(
+                    user_id=admission.user_id,
+                    conversation_id=conversation_id,
+                    message_id=message_id,
+                    request_id=admission.request_id,
+                    source=admission.source,
+                    model=model,
+                    status=status,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    billable_tokens=billable,
+                    cost=cost,
+                    cached=cached,
+                    latency_ms=round((time.monotonic() - admission.admitted_at) * 1000),
+                    created_at=now,
+                )
+        except IntegrityError:
+            if UsageRecord.objects.filter(request_id=admission.request_id).exists():  # settled before
+                return Settlement(None, 0, QuotaPeriod.objects.get(pk=admission.period_id))
+            raise
+        QuotaPeriod.objects.filter(pk=admission.period_id).update(
+            used=F("used") + billable, reserved=F("reserved") - admission.reserved_tokens
+        )
+        _spend_add(day=now.date(), cost=cost)
+        return Settlement(record, billable, QuotaPeriod.objects.get(pk=admission.period_id))
+
+
+def _spend_add(*, day, cost: Decimal) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO usage_spendday (day, cost, requests) VALUES (%s, %s, 1) ON CONFLICT (day) DO UPDATE "
+            "SET cost = usage_spendday.cost + EXCLUDED.cost, requests = usage_spendday.requests + 1",
+            [connection.ops.adapt_datefield_value(day), connection.ops.adapt_decimalfield_value(cost, 20, 10)],
+        )
+
+
+def limits_settle(*, admission: Admission, settlement: Settlement) -> None:
+    """After the commit: the tokens/day limit keeps what was used and gets the rest of the hold back."""
+    if settlement.record is not None:
+        _give_back_tokens(admission.tokens_limit, admission.reserved_tokens - settlement.billable_tokens)

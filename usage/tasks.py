@@ -1,0 +1,20 @@
+import logging
+
+from celery import shared_task
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(autoretry_for=(Exception,), retry_backoff=True, max_retries=3, soft_time_limit=240, time_limit=300)
+def reset_monthly_quotas() -> int:
+    from usage.services import quota_periods_roll_over
+
+    return quota_periods_roll_over()
+
+
+@shared_task(autoretry_for=(Exception,), retry_backoff=True, max_retries=3, soft_time_limit=50, time_limit=60)
+def alert_spend_cap(*, period: str, amount: str, cap: str) -> bool:
+    """Tell staff, once per day or month, that the global spend cap refuses paid calls."""
+    from usage.services import spend_cap_alert_send
+
+    return spend_cap_alert_send(period=period, amount=amount, cap=cap)
