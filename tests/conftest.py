@@ -2,7 +2,7 @@ import os
 from importlib import import_module
 
 import pytest
-from django.core.cache import cache
+from django.core.cache import caches
 
 from tests.factories import UserFactory
 from tests.servers import start_devllm
@@ -29,6 +29,15 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     connections["default"].settings_dict["CONN_MAX_AGE"] = 0
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _celery_runs_tasks_inline():
+    """No worker runs during tests: queued tasks run at once, in the test, and their errors surface."""
+    from aisaas.celery import app
+
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+
+
 @pytest.fixture(scope="session")
 def devllm():
     server = start_devllm(*DEVLLM_FAST)
@@ -50,10 +59,16 @@ def _llm_settings(settings, devllm):
 
 @pytest.fixture(autouse=True)
 def _clean_cache():
-    """The cache (Redis in CI) holds allauth's rate-limit counters; no test may inherit another's."""
-    cache.clear()
+    """The caches (Redis in CI) hold allauth's and our rate-limit counters and the prompt cache; no test may
+    inherit another's."""
+    from usage import limits
+
+    for alias in ("default", limits.LIMITS_ALIAS):
+        caches[alias].clear()
+    limits._local.tats.clear()
     yield
-    cache.clear()
+    for alias in ("default", limits.LIMITS_ALIAS):
+        caches[alias].clear()
 
 
 @pytest.fixture(autouse=True)

@@ -210,23 +210,26 @@ def spend_check() -> None:
 
 
 def _spend_cap_alert(*, period: str, amount: Decimal, cap: Decimal) -> None:
+    """Tell staff once per day (or month) that the cap refuses paid calls: the first refusal logs and
+    queues a mail to ADMINS; the rest find the cache key already there."""
     from usage.tasks import alert_spend_cap
 
-    logger.error("Global spend cap reached (%s: $%s of $%s): refusing paid calls", period, amount, cap)
-    alert_spend_cap.delay(period=period, amount=str(amount), cap=str(cap))
-
-
-def spend_cap_alert_send(*, period: str, amount: str, cap: str) -> bool:
-    """Mail ADMINS once per day or month the cap is hit; the cache key makes repeats no-ops."""
     when = timezone.now().strftime("%Y-%m-%d" if period == "day" else "%Y-%m")
-    if not cache.add(f"spend-cap-alert:{period}:{when}", True, timeout=32 * 86400):
-        return False
+    try:
+        first = cache.add(f"spend-cap-alert:{period}:{when}", True, timeout=32 * 86400)
+    except Exception:
+        first = True
+    if first:
+        logger.error("Global spend cap reached (%s: $%s of $%s): refusing paid calls", period, amount, cap)
+        alert_spend_cap.delay(period=period, amount=str(amount), cap=str(cap))
+
+
+def spend_cap_alert_send(*, period: str, amount: str, cap: str) -> None:
     mail_admins(
         f"Spend cap reached for this {period}",
         f"Provider cost this {period} is ${amount}, at or over the cap of ${cap}. Paid calls are being refused "
-        "until the next period, or until the cap is raised in the admin (Usage > Spend control).",
+        "until the next period, or until the cap is raised in the admin (Usage > Spend controls).",
     )
-    return True
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ def reset_monthly_quotas() -> int:
 
 
 @shared_task(autoretry_for=(Exception,), retry_backoff=True, max_retries=3, soft_time_limit=50, time_limit=60)
-def alert_spend_cap(*, period: str, amount: str, cap: str) -> bool:
-    """Tell staff, once per day or month, that the global spend cap refuses paid calls."""
+def alert_spend_cap(*, period: str, amount: str, cap: str) -> None:
+    """Mail staff that the global spend cap refuses paid calls (queued once per day or month)."""
     from usage.services import spend_cap_alert_send
 
-    return spend_cap_alert_send(period=period, amount=amount, cap=cap)
+    spend_cap_alert_send(period=period, amount=amount, cap=cap)

@@ -1,0 +1,128 @@
+"""GCRA rate limits: the same behaviour from the Redis Lua script (production) and the local fallback."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.core.cache import caches
+from django.test import override_settings
+from redis.connection import Connection
+
+from usage import limits
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+needs_redis = pytest.mark.skipif(not REDIS_URL, reason="needs a real Redis: set REDIS_URL (.ci/run does)")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def redis_limiter() -> limits.RedisLimiter:
+    return limits.RedisLimiter(caches[limits.LIMITS_ALIAS])
+
+
+@pytest.fixture(params=["local", pytest.param("redis", marks=needs_redis)])
+def limiter(request):
+    return limits.LocalLimiter() if request.param == "local" else redis_limiter()
+
+
+def per_minute(limit, cost=1, key="u1:rpm"):
+    return limits.Limit("requests_per_minute", key, limit, 60, cost)
+
+
+def test_a_burst_up_to_the_limit_passes_then_the_next_is_refused_with_when_to_retry(limiter):
+    results = [limiter.take([per_minute(3)]) for _ in range(4)]
+
+    assert [result.allowed for result in results] == [True, True, True, False]
+    assert [result.remaining for result in results[:3]] == [2, 1, 0]
+    refused = results[3]
+    assert refused.limit.name == "requests_per_minute" and refused.remaining == 0
+    # One request comes back every 60/3 = 20 s.
+    assert 19 <= refused.retry_after_seconds <= 20
+
+
+def test_all_limits_are_taken_together_or_not_at_all(limiter):
+    tokens = limits.Limit("tokens_per_day", "u1:tpd", 100, 86400, 60)
+    assert limiter.take([per_minute(10), tokens]).allowed
+    refused = limiter.take([per_minute(10), tokens])  # 120 tokens > 100
+
+    assert not refused.allowed and refused.limit.name == "tokens_per_day" and refused.remaining == 40
+    # The refused request did not use up a request of the per-minute limit.
+    assert limiter.take([per_minute(10)]).remaining == 8
+
+
+def test_giving_back_unused_tokens_makes_room_again(limiter):
+    tokens = limits.Limit("tokens_per_day", "u1:tpd", 100, 86400, 90)
+    assert limiter.take([tokens]).allowed
+    assert not limiter.take([tokens]).allowed
+
+    limiter.give_back(tokens, 80)  # the call used 10 of the 90 it held
+
+    assert limiter.take([tokens]).allowed
+
+
+def test_limits_are_per_key(limiter):
+    assert limiter.take([per_minute(1, key="a:rpm")]).allowed
+    assert not limiter.take([per_minute(1, key="a:rpm")]).allowed
+    assert limiter.take([per_minute(1, key="b:rpm")]).allowed
+
+
+def test_the_window_slides(limiter):
+    limit = limits.Limit("requests_per_minute", "slide", 2, 1, 1)  # 2 a second
+    assert limiter.take([limit]).allowed and limiter.take([limit]).allowed
+    assert not limiter.take([limit]).allowed
+    time.sleep(0.55)  # one request every 0.5 s comes back
+    assert limiter.take([limit]).allowed
+    assert not limiter.take([limit]).allowed
+
+
+@needs_redis
+def test_two_processes_share_one_limit():
+    """I5: two independent processes (their own Redis connections) racing for one limit of 20 get 20."""
+    script = (
+        "import django, os, sys;"
+        "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'aisaas.settings');"
+        "django.setup();"
+        "from usage import limits;"
+        "limiter = limits.limiter();"
+        "limit = limits.Limit('requests_per_minute', 'shared:rpm', 20, 60, 1);"
+        "print(sum(limiter.take([limit]).allowed for _ in range(30)))"
+    )
+    env = {**os.environ, "REDIS_URL": REDIS_URL, "DEBUG": "true"}
+    workers = [
+        subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    allowed = [int(worker.communicate(timeout=60)[0].strip().splitlines()[-1]) for worker in workers]
+
+    assert sum(allowed) == 20, allowed
+    assert not redis_limiter().take([limits.Limit("requests_per_minute", "shared:rpm", 20, 60, 1)]).allowed
+
+
+@needs_redis
+def test_taking_three_limits_is_one_redis_round_trip(monkeypatch):
+    limiter = redis_limiter()
+    limiter.take([per_minute(5)])  # the first call loads the script into Redis
+    sent = []
+    original = Connection.send_packed_command
+    monkeypatch.setattr(
+        Connection, "send_packed_command", lambda self, *a, **k: sent.append(a) or original(self, *a, **k)
+    )
+
+    result = limiter.take(
+        [
+            per_minute(5),
+            limits.Limit("requests_per_day", "u1:rpd", 50, 86400, 1),
+            limits.Limit("tokens_per_day", "u1:tpd", 5000, 86400, 300),
+        ]
+    )
+
+    assert result.allowed and len(sent) == 1
+
+
+def test_an_unreachable_redis_is_reported_not_ignored():
+    closed = {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}
+    with override_settings(CACHES={"default": closed, limits.LIMITS_ALIAS: closed}):
+        with pytest.raises(limits.LimitsUnavailable):
+            limits.limiter().take([per_minute(5)])
