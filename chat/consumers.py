@@ -9,6 +9,7 @@ import logging
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from aisaas.db import in_db_thread
 from aisaas.errors import ApplicationError, Conflict
 from chat import events, services
 from chat.protocol import CloseCode, Ping, Regenerate, SendMessage, Stop, parse_client_frame
@@ -65,13 +66,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         match request:
             case SendMessage(conversation=conversation_id, content=content, model=model):
                 self.ensure_idle()
-                plan = await services.in_db_thread(services.turn_plan)(
+                plan = await in_db_thread(services.turn_plan)(
                     user=self.user, conversation_id=conversation_id, content=content, model=model
                 )
                 await self.start_reply(await services.reply_begin(plan))
             case Regenerate(conversation=conversation_id, model=model):
                 self.ensure_idle()
-                plan = await services.in_db_thread(services.regenerate_plan)(
+                plan = await in_db_thread(services.regenerate_plan)(
                     user=self.user, conversation_id=conversation_id, model=model
                 )
                 await self.start_reply(await services.reply_begin(plan))

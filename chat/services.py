@@ -8,11 +8,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from aisaas.db import in_db_thread
 from aisaas.errors import ApplicationError, Conflict, InvalidInput, ServiceUnavailable
 from chat import events
 from chat.llm import CachedStream, CompletionStream, ProviderError, model_catalogue
@@ -27,13 +27,6 @@ from usage.tokens import prompt_token_count, token_count
 logger = logging.getLogger(__name__)
 
 TITLE_MAX_CHARS = 80
-
-
-def in_db_thread(func):
-    """Run ORM code from async code in the loop's thread pool. Each call is one whole unit of work (a
-    transaction at most), so it need not share the single thread-sensitive thread: sockets don't queue
-    behind each other. Each pool thread keeps one database connection."""
-    return database_sync_to_async(func, thread_sensitive=False)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from importlib import import_module
 import pytest
 from django.core.cache import caches
 
+from tests.chat.conftest import open_socket
 from tests.factories import UserFactory
 from tests.servers import start_devllm
 
@@ -95,3 +96,12 @@ def user(db):
 @pytest.fixture
 def other_user(db):
     return UserFactory()
+
+
+@pytest.fixture
+async def chat_socket(user):
+    """A signed-in chat websocket on the full ASGI stack."""
+    socket, connected, _ = await open_socket(user)
+    assert connected
+    yield socket
+    await socket.communicator.disconnect()

@@ -25,6 +25,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
+from aisaas.db import in_db_thread
 from aisaas.errors import ApplicationError, ServiceUnavailable
 from chat.llm import model_catalogue
 from usage import limits, prompt_cache
@@ -325,7 +326,6 @@ async def moderation_check(*, user, admission: Admission, text: str) -> None:
     if not settings.MODERATION_ENABLED:
         return
     from chat.llm import moderation_categories
-    from chat.services import in_db_thread
 
     try:
         categories = await moderation_categories(text)

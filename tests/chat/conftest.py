@@ -1,6 +1,5 @@
 import json
 
-import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
@@ -56,14 +55,6 @@ async def open_socket(user=None, origin: bytes = ORIGIN):
     communicator = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
     connected, code = await communicator.connect()
     return ChatSocket(communicator), connected, code
-
-
-@pytest.fixture
-async def chat_socket(user):
-    socket, connected, _ = await open_socket(user)
-    assert connected
-    yield socket
-    await socket.communicator.disconnect()
 
 
 def delta_text(frames: list[dict]) -> str:
