@@ -7,5 +7,6 @@ urlpatterns = [
     path("", views.landing, name="landing"),
     path("accounts/", include("allauth.urls")),
     path("chat/", include("chat.urls")),
+    path("usage/", include("usage.urls")),
     path("admin/", admin.site.urls),
 ]

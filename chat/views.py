@@ -9,6 +9,7 @@ from django.views.decorators.http import require_POST
 from aisaas.errors import InvalidInput
 from chat import selectors, services
 from chat.llm import model_catalogue
+from usage import selectors as usage_selectors
 
 
 @login_required
@@ -19,17 +20,23 @@ def chat_page(request, conversation_id: int | None = None):
         conversation = selectors.conversation_get(user=request.user, conversation_id=conversation_id)
         messages = selectors.message_list(conversation=conversation)
     catalogue = model_catalogue()
+    plan, meter = usage_selectors.plan_and_period(user=request.user)
+    models = [m.id for m in catalogue.models if plan.allows_model(m.id)]
     return render(
         request,
         "chat/chat.html",
         {
             "conversations": selectors.conversation_list(user=request.user),
             "conversation": conversation,
+            "plan": plan,
+            "meter": meter,
             "chat_config": {
                 "conversation": conversation.pk if conversation else None,
                 "messages": [{**m, "created_at": m["created_at"].isoformat()} for m in messages],
-                "models": [m.id for m in catalogue.models],
-                "defaultModel": catalogue.default.id,
+                "models": models,
+                "defaultModel": catalogue.default.id if catalogue.default.id in models else models[0],
+                "plan": plan.name,
+                "quota": meter,
                 "demo": settings.LLM_DEMO,
                 "maxMessageChars": settings.CHAT_MAX_MESSAGE_CHARS,
             },

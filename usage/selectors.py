@@ -25,6 +25,16 @@ def quota_meter(*, period: QuotaPeriod) -> dict:
     }
 
 
+def period_start_for(*, user, end):
+    """The start of the user's period ending at `end` (a calendar month if it has not been created yet)."""
+    period = QuotaPeriod.objects.filter(user=user, end=end).order_by("-start").first()
+    if period is not None:
+        return period.start
+    from usage.services import calendar_month
+
+    return calendar_month(end - timedelta(seconds=1))[0]
+
+
 def plan_and_period(*, user) -> tuple[Plan, dict]:
     """The user's plan and current period meter (a period not started yet shows the full allowance)."""
     user_plan = UserPlan.objects.select_related("plan").filter(user=user).first()

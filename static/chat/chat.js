@@ -15,6 +15,9 @@ const modelSelect = document.getElementById("model");
 const statusLine = document.getElementById("connection-status");
 const sidebar = document.getElementById("sidebar");
 const conversationList = document.getElementById("conversations");
+const usageMeter = document.getElementById("usage-meter");
+const usageText = document.getElementById("usage-text");
+const limitBanner = document.getElementById("limit-banner");
 
 const UNAUTHENTICATED = 4401;
 
@@ -24,6 +27,14 @@ let reconnectDelay = 500;
 let streaming = null; // {text, element, model, renderQueued}
 let unsentText = null; // the prompt of a message the server has not accepted yet
 let replacedAnswer = null; // the answer a pending regenerate will replace
+let connected = false;
+let quota = config.quota; // the usage meter: {used, allowance, remaining, reset_at, level}
+let limitedUntil = 0; // a limit refuses messages until then (ms since the epoch)
+let limitTimer = null;
+
+// Refusals that come with a reset_at: the send button waits for it, with a countdown.
+const LIMIT_CODES = new Set(["rate_limited", "quota_exceeded"]);
+const numbers = new Intl.NumberFormat();
 
 marked.setOptions({ gfm: true, breaks: true });
 DOMPurify.addHook("afterSanitizeAttributes", (node) => {
@@ -196,11 +207,13 @@ function connect() {
   socket.addEventListener("open", () => {
     statusLine.textContent = "";
     reconnectDelay = 500;
-    sendButton.disabled = false;
+    connected = true;
+    refreshSendButton();
   });
   socket.addEventListener("message", (event) => handleFrame(JSON.parse(event.data)));
   socket.addEventListener("close", (event) => {
-    sendButton.disabled = true;
+    connected = false;
+    refreshSendButton();
     if (event.code === UNAUTHENTICATED) {
       window.location.assign(`/accounts/login/?next=${encodeURIComponent(window.location.pathname)}`);
       return;
@@ -296,6 +309,10 @@ function onEnd(frame) {
     error_message: frame.error?.message,
   });
   setStreaming(null);
+  if (frame.quota) {
+    quota = frame.quota;
+    updateMeter();
+  }
 }
 
 function onError(frame) {
@@ -310,7 +327,69 @@ function onError(frame) {
     replacedAnswer = null;
     updateRegenerateButton();
   }
-  showNotice(frame.message || "Something went wrong.");
+  if (LIMIT_CODES.has(frame.code) && frame.reset_at) {
+    startLimit(frame);
+  } else {
+    showNotice(frame.message || "Something went wrong.");
+  }
+}
+
+// ---- usage meter and limits --------------------------------------------------------------------------------
+
+function resetDate(isoTime) {
+  return new Date(isoTime).toLocaleString(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+}
+
+function showBanner(text, kind) {
+  limitBanner.textContent = text;
+  limitBanner.className = `limit-banner ${kind}`;
+  limitBanner.hidden = false;
+}
+
+function updateMeter() {
+  usageMeter.querySelector("progress").max = quota.allowance;
+  usageMeter.querySelector("progress").value = quota.used;
+  usageText.textContent = `${numbers.format(quota.used)} / ${numbers.format(quota.allowance)} tokens`;
+  usageMeter.className = `usage-meter meter-${quota.level}`;
+  usageMeter.title = `Tokens used this period; the allowance resets ${resetDate(quota.reset_at)}`;
+  if (limitedUntil) return; // the limit's countdown has the banner
+  const share = Math.floor((quota.used * 100) / Math.max(quota.allowance, 1));
+  if (quota.level === "exhausted") {
+    showBanner(`You have used this period's tokens. They reset ${resetDate(quota.reset_at)}.`, "error");
+  } else if (quota.level === "warning") {
+    showBanner(`You have used ${share}% of this period's tokens. They reset ${resetDate(quota.reset_at)}.`, "warn");
+  } else {
+    limitBanner.hidden = true;
+  }
+}
+
+function waitText(seconds) {
+  if (seconds < 60) return `in ${seconds} s`;
+  if (seconds < 3600) return `in ${Math.floor(seconds / 60)} min ${seconds % 60} s`;
+  return resetDate(limitedUntil);
+}
+
+function startLimit(frame) {
+  limitedUntil = Date.parse(frame.reset_at);
+  clearInterval(limitTimer);
+  const tick = () => {
+    const seconds = Math.ceil((limitedUntil - Date.now()) / 1000);
+    if (seconds <= 0) {
+      clearInterval(limitTimer);
+      limitedUntil = 0;
+      refreshSendButton();
+      updateMeter();
+      return;
+    }
+    showBanner(`${frame.message} You can send again ${waitText(seconds)}.`, "error");
+  };
+  tick();
+  limitTimer = setInterval(tick, 1000);
+  refreshSendButton();
+}
+
+function refreshSendButton() {
+  sendButton.disabled = !connected || limitedUntil > Date.now();
 }
 
 // ---- composing ---------------------------------------------------------------------------------------------
@@ -329,7 +408,7 @@ function fillModels() {
 
 function submitMessage() {
   const content = prompt.value;
-  if (!content.trim() || streaming || unsentText !== null) return;
+  if (!content.trim() || streaming || unsentText !== null || limitedUntil > Date.now()) return;
   const frame = { type: "message", conversation: conversationId, content, model: modelSelect.value };
   if (!send(frame)) return;
   unsentText = content;
@@ -369,6 +448,7 @@ fillModels();
 for (const message of config.messages) addMessage(message);
 thread.scrollTop = thread.scrollHeight;
 updateRegenerateButton();
-sendButton.disabled = true;
+updateMeter();
+refreshSendButton();
 connect();
 prompt.focus();
