@@ -30,6 +30,9 @@ from tests.servers import start_daphne, start_devllm  # noqa: E402
 SYSTEM = "You are a helpful assistant. You are talking to bench. Today is 2026-01-01."
 
 
+RUN_ID = secrets.token_hex(4)
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -49,10 +52,25 @@ def prepare_database(env: dict[str, str], users: int) -> list[str]:
     from django.contrib.sessions.backends.db import SessionStore
 
     from aisaas.users.services import user_create_verified
+    from usage.models import Plan
+    from usage.services import plan_change
 
+    # The gate runs in full (limits, spend cap, quota, moderation), with limits no bench run reaches.
+    plan, _ = Plan.objects.update_or_create(
+        slug="bench",
+        defaults={
+            "name": "Bench",
+            "monthly_token_allowance": 10**15,
+            "requests_per_minute": 10**6,
+            "requests_per_day": 10**8,
+            "tokens_per_day": 10**15,
+            "max_tokens_per_request": 1024,
+        },
+    )
     cookies = []
     for number in range(users):
         user = user_create_verified(email=f"bench{number}@example.com", password="bench-password-123")
+        plan_change(user=user, plan=plan)
         session = SessionStore()
         session[SESSION_KEY] = str(user.pk)
         session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
@@ -101,7 +119,8 @@ async def simulated_user(stream_one, results: dict, number: int, pauses: list[fl
     for round_number, pause in enumerate(pauses):
         await asyncio.sleep(pause)
         try:
-            ttft, gaps, frames = await stream_one(f"Question {round_number}-{number}")
+            # Unique per run: a prompt seen before would be answered from the prompt cache.
+            ttft, gaps, frames = await stream_one(f"Question {RUN_ID} {round_number}-{number}")
         except Exception as error:
             if not results["errors"]:
                 print(f"first error: {error!r}", flush=True)

@@ -22,6 +22,14 @@ class BarChart:
     bars: list[Bar]
     maximum: int
 
+    @property
+    def first_label(self) -> str:
+        return self.bars[0].label if self.bars else ""
+
+    @property
+    def last_label(self) -> str:
+        return self.bars[-1].label if self.bars else ""
+
 
 def bar_chart(points: list[tuple[str, int]]) -> BarChart:
     """(label, value) pairs -> bar geometry in a WIDTH x HEIGHT box, tallest bar = maximum value."""

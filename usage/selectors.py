@@ -57,18 +57,19 @@ class DayUsage:
 
 
 def usage_by_day(*, user, start, end) -> list[DayUsage]:
-    """The user's tokens per UTC day in [start, end), every day present (zero when idle)."""
+    """Tokens counted against the user's allowance per UTC day in [start, end), every day of the period
+    present (zero when idle)."""
     rows = (
         UsageRecord.objects.filter(user=user, created_at__gte=start, created_at__lt=end)
         .annotate(day=TruncDate("created_at"))
         .values("day")
-        .annotate(prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens"), requests=Count("id"))
+        .annotate(tokens=Sum("billable_tokens"), requests=Count("id"))
     )
     by_day = {row["day"]: row for row in rows}
     days, day = [], start.date()
-    while day < end.date() and day <= timezone.now().date():
+    while day < end.date():
         row = by_day.get(day)
-        days.append(DayUsage(day, (row["prompt"] + row["completion"]) if row else 0, row["requests"] if row else 0))
+        days.append(DayUsage(day, row["tokens"] if row else 0, row["requests"] if row else 0))
         day += timedelta(days=1)
     return days
 

@@ -1,3 +1,5 @@
+from datetime import timedelta
+
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
@@ -22,6 +24,7 @@ def usage_overview(request):
             "meter": meter,
             "period_start": period_start,
             "period_end": period_end,
+            "period_last_day": period_end - timedelta(seconds=1),
             "chart": bar_chart([(day.day.strftime("%b %-d"), day.tokens) for day in days]),
             "days": days,
             "by_model": selectors.usage_by_model(user=request.user, start=period_start, end=period_end),

@@ -7,6 +7,9 @@ import pytest
 from chat.models import Message
 from tests.e2e.conftest import sign_in
 from tests.factories import PASSWORD
+from tests.usage.conftest import make_plan
+from usage import services
+from usage.models import QuotaPeriod
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -136,3 +139,45 @@ def test_phone_width_and_dark_mode(browser, live_server_url, browser_user):
         page.wait_for_function("() => document.querySelector('#sidebar').getBoundingClientRect().x >= 0")
     finally:
         context.close()
+
+
+def test_the_usage_meter_warns_and_a_limit_holds_the_send_button_with_a_countdown(page, browser_user):
+    plan = make_plan(requests_per_minute=2, monthly_token_allowance=100_000)
+    services.plan_change(user=browser_user, plan=plan)
+    period = services.quota_period_current(user=browser_user, plan=plan)
+    QuotaPeriod.objects.filter(pk=period.pk).update(used=85_000)
+    sign_in(page, browser_user, PASSWORD)
+
+    assert page.inner_text("#usage-text") == "85,000 / 100,000 tokens"
+    assert "You have used 85% of this period's tokens" in page.inner_text("#limit-banner")
+    send(page, "one")
+    page.wait_for_selector("article.message.assistant.complete")
+    used = QuotaPeriod.objects.get(pk=period.pk).used
+    assert used > 85_000
+    page.wait_for_function(f"() => document.querySelector('#usage-text').textContent.startsWith('{used:,}')")
+
+    send(page, "two")
+    page.wait_for_function("() => document.querySelectorAll('article.message.assistant.complete').length === 2")
+    send(page, "three")
+    page.wait_for_function("() => document.querySelector('#limit-banner').textContent.includes('too fast')")
+    banner = page.inner_text("#limit-banner")
+    seconds = int(re.search(r"again in (\d+) s", banner).group(1))
+    assert 20 <= seconds <= 30
+    assert page.is_disabled("#send")
+    assert page.input_value("#prompt") == "three"  # the refused text is given back
+    page.press("#prompt", "Enter")  # Enter does nothing while limited
+    page.wait_for_timeout(1500)
+    assert int(re.search(r"again in (\d+) s", page.inner_text("#limit-banner")).group(1)) < seconds
+    assert page.locator("article.message.user").count() == 2
+    assert page.js_errors == []
+
+
+def test_the_usage_page_charts_the_users_days(page, browser_user):
+    sign_in(page, browser_user, PASSWORD)
+    send(page, "count me")
+    page.wait_for_selector("article.message.assistant.complete")
+    page.click("text=Usage")
+    page.wait_for_url("**/usage/")
+    assert page.locator("svg rect.bar").count() >= 1
+    assert "demo-mini" in page.inner_text("table.data")
+    assert page.js_errors == []
