@@ -152,6 +152,15 @@ else:
     # a health check there would add a round trip to each one. A dropped connection fails one call, then
     # is replaced.
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    # Server-side binding with prepared statements: psycopg prepares a statement a connection runs for the
+    # 5th time, so PostgreSQL plans it once. The usage gate's queries run before every message and planning
+    # them cost more than running them (docs/performance.md). Behind a transaction-mode pooler that cannot
+    # keep prepared statements, set DB_PREPARE_THRESHOLD=0 to turn this off.
+    _prepare_threshold = env.int("DB_PREPARE_THRESHOLD", default=5)
+    if _prepare_threshold > 0:
+        DATABASES["default"].setdefault("OPTIONS", {}).update(
+            {"server_side_binding": True, "prepare_threshold": _prepare_threshold}
+        )
 
 AUTH_USER_MODEL = "users.User"
 

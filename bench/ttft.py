@@ -17,7 +17,6 @@ import os
 import random
 import secrets
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import bench_environment, bench_plan, django_setup, percentile  # noqa: E402
 from tests.servers import start_daphne, start_devllm  # noqa: E402
 
 SYSTEM = "You are a helpful assistant. You are talking to bench. Today is 2026-01-01."
@@ -33,40 +33,16 @@ SYSTEM = "You are a helpful assistant. You are talking to bench. Today is 2026-0
 RUN_ID = secrets.token_hex(4)
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
 def prepare_database(env: dict[str, str], users: int) -> list[str]:
-    """Migrate the bench database and sign in `users` users; returns their session cookies."""
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env={**os.environ, **env}, check=True)
-    os.environ.update(env)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aisaas.settings")
-    import django
-
-    django.setup()
+    """Migrate the bench database and sign in `users` users (on the bench plan); returns their session cookies."""
+    django_setup(env)
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
     from django.contrib.sessions.backends.db import SessionStore
 
     from aisaas.users.services import user_create_verified
-    from usage.models import Plan
     from usage.services import plan_change
 
-    # The gate runs in full (limits, spend cap, quota, moderation), with limits no bench run reaches.
-    plan, _ = Plan.objects.update_or_create(
-        slug="bench",
-        defaults={
-            "name": "Bench",
-            "monthly_token_allowance": 10**15,
-            "requests_per_minute": 10**6,
-            "requests_per_day": 10**8,
-            "tokens_per_day": 10**15,
-            "max_tokens_per_request": 1024,
-        },
-    )
+    plan = bench_plan()
     cookies = []
     for number in range(users):
         user = user_create_verified(email=f"bench{number}@example.com", password="bench-password-123")
@@ -229,24 +205,6 @@ def print_row(concurrency: int, row: dict) -> None:
         f"errors {row['errors_direct']}/{row['errors_ws']}",
         flush=True,
     )
-
-
-def bench_environment() -> dict[str, str]:
-    """The embedded default (DEBUG, SQLite file), or with BENCH_DATABASE_URL and REDIS_URL production settings."""
-    if not os.environ.get("BENCH_DATABASE_URL"):
-        return {"DEBUG": "true", "DATABASE_URL": f"sqlite:///{ROOT / 'bench_db.sqlite3'}", "REDIS_URL": ""}
-    return {
-        "DEBUG": "false",
-        "SECRET_KEY": secrets.token_urlsafe(64),
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "SECURE_SSL_REDIRECT": "false",
-        "DATABASE_URL": os.environ["BENCH_DATABASE_URL"],
-        "REDIS_URL": os.environ["REDIS_URL"],
-        # Replaced by the dev LLM's address when the web server starts.
-        "LLM_BASE_URL": "http://127.0.0.1:9/v1",
-        "LLM_API_KEY": "bench-key",
-        "LOG_LEVEL": "WARNING",
-    }
 
 
 def main():

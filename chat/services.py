@@ -20,7 +20,6 @@ from chat.models import Conversation, Message
 from chat.selectors import conversation_get, history_for_prompt
 from chat.streaming import relay_text
 from usage import prompt_cache
-from usage import selectors as usage_selectors
 from usage import services as usage
 from usage.tokens import prompt_token_count, token_count
 
@@ -133,8 +132,8 @@ def content_validate(content) -> str:
 def turn_plan(*, user, conversation_id: int | None, content, model: str | None) -> TurnPlan:
     """Check a new message, build its prompt and pass the usage gate. Writes nothing of the conversation."""
     content = content_validate(content)
-    plan = usage.plan_for(user=user)
-    model = model_resolve(model, plan=plan)
+    state = usage.gate_state(user=user)
+    model = model_resolve(model, plan=state.plan)
     history = []
     if conversation_id is not None:
         conversation = conversation_get(user=user, conversation_id=conversation_id)
@@ -147,7 +146,7 @@ def turn_plan(*, user, conversation_id: int | None, content, model: str | None) 
         model=model,
         prompt=prompt,
         title=title_from(content),
-        admission=usage.gate_admit(user=user, plan=plan, model=model, prompt=prompt, source="chat", cacheable=True),
+        admission=usage.gate_admit(user=user, state=state, model=model, prompt=prompt, source="chat", cacheable=True),
     )
 
 
@@ -163,8 +162,8 @@ def _last_answer(conversation: Conversation) -> Message:
 def regenerate_plan(*, user, conversation_id: int, model: str | None) -> TurnPlan:
     """Check a request to redo the last answer, build the prompt that led to it and pass the usage gate
     (never from the prompt cache: the user asked for a different answer)."""
-    plan = usage.plan_for(user=user)
-    model = model_resolve(model, plan=plan)
+    state = usage.gate_state(user=user)
+    model = model_resolve(model, plan=state.plan)
     conversation = conversation_get(user=user, conversation_id=conversation_id)
     last = _last_answer(conversation)
     history = history_for_prompt(conversation=conversation, limit=settings.CHAT_HISTORY_MESSAGES, before=last)
@@ -176,7 +175,7 @@ def regenerate_plan(*, user, conversation_id: int, model: str | None) -> TurnPla
         model=model,
         prompt=prompt,
         title=conversation.title,
-        admission=usage.gate_admit(user=user, plan=plan, model=model, prompt=prompt, source="chat", cacheable=False),
+        admission=usage.gate_admit(user=user, state=state, model=model, prompt=prompt, source="chat", cacheable=False),
     )
 
 
@@ -410,7 +409,7 @@ def reply_settle(
             prompt_tokens=outcome.prompt_tokens,
             completion_tokens=outcome.completion_tokens,
         )
-    return usage_selectors.quota_meter(period=settlement.period)
+    return settlement.meter
 
 
 @transaction.atomic

@@ -113,14 +113,24 @@ class UsageRecord(models.Model):
 
 
 class SpendDay(models.Model):
-    """What the provider cost us on one UTC day, across all users: the global spend cap reads this."""
+    """What the provider cost us on one UTC day, across all users: the global spend cap reads the sum.
 
-    day = models.DateField(primary_key=True)
+    Each day is split into SHARDS rows (by user id) so that settlements from many users do not all queue
+    for one row's lock; the day's spend is the sum of its rows.
+    """
+
+    SHARDS = 16
+
+    day = models.DateField()
+    shard = models.PositiveSmallIntegerField()
     cost = models.DecimalField(**USD, default=Decimal(0))
     requests = models.PositiveIntegerField(default=0)
 
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["day", "shard"], name="one_spend_row_per_day_shard")]
+
     def __str__(self):
-        return f"{self.day}: ${self.cost}"
+        return f"{self.day} #{self.shard}: ${self.cost}"
 
 
 class SpendControl(models.Model):

@@ -21,15 +21,17 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.cache import cache
 from django.core.mail import mail_admins
-from django.db import DatabaseError, IntegrityError, connection, transaction
-from django.db.models import F, Q, Sum
+from django.db import DatabaseError, connection, transaction
+from django.db.models import F
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from aisaas.db import in_db_thread
 from aisaas.errors import ApplicationError, ServiceUnavailable
 from chat.llm import model_catalogue
 from usage import limits, prompt_cache
-from usage.models import ModerationEvent, Plan, QuotaPeriod, SpendControl, SpendDay, UsageRecord, UserPlan
+from usage.models import ModerationEvent, Plan, QuotaPeriod, SpendDay, UserPlan
+from usage.selectors import quota_meter
 from usage.tokens import prompt_tokens_upper_bound
 
 logger = logging.getLogger(__name__)
@@ -64,6 +66,7 @@ class Admission:
     model: str
     max_tokens: int
     period_id: int
+    period_end: datetime
     reserved_tokens: int
     tokens_limit: limits.Limit
     cache_key: str | None
@@ -124,13 +127,15 @@ def quota_period_current(*, user, plan: Plan, now: datetime | None = None) -> Qu
     return period
 
 
-def quota_reserve(*, user, plan: Plan, tokens: int) -> QuotaPeriod:
-    """Hold `tokens` of the current period, or refuse: one conditional UPDATE, so concurrent requests can
-    never hold more than the allowance between them (I1)."""
-    period = quota_period_current(user=user, plan=plan)
-    held = QuotaPeriod.objects.filter(pk=period.pk, allowance__gte=F("used") + F("reserved") + tokens).update(
-        reserved=F("reserved") + tokens
-    )
+def quota_reserve(*, period: QuotaPeriod, tokens: int) -> None:
+    """Hold `tokens` of the period, or refuse: one conditional UPDATE, so concurrent requests can never
+    hold more than the allowance between them (I1)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE usage_quotaperiod SET reserved = reserved + %s WHERE id = %s AND used + reserved + %s <= allowance",
+            [tokens, period.pk, tokens],
+        )
+        held = cursor.rowcount == 1
     if not held:
         period.refresh_from_db()
         remaining = period.remaining
@@ -145,7 +150,6 @@ def quota_reserve(*, user, plan: Plan, tokens: int) -> QuotaPeriod:
             reset_at=period.end.isoformat(),
             retry_after=max(0, round((period.end - timezone.now()).total_seconds())),
         )
-    return period
 
 
 def quota_periods_roll_over(*, now: datetime | None = None) -> int:
@@ -171,37 +175,15 @@ def quota_periods_roll_over(*, now: datetime | None = None) -> int:
 # ------------------------------------------------------------------------------------------------------------
 # Global spend cap
 # ------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SpendCaps:
-    daily: Decimal
-    monthly: Decimal
-    kill_switch: bool
-
-
-def spend_caps() -> SpendCaps:
-    control = SpendControl.objects.first()
-    return SpendCaps(
-        daily=control.daily_cap_usd if control and control.daily_cap_usd is not None else settings.SPEND_CAP_DAILY_USD,
-        monthly=control.monthly_cap_usd
-        if control and control.monthly_cap_usd is not None
-        else settings.SPEND_CAP_MONTHLY_USD,
-        kill_switch=settings.SPEND_KILL_SWITCH or bool(control and control.kill_switch),
-    )
-
-
-def spend_check() -> None:
+def spend_check(state: "GateState") -> None:
     """Refuse every paid call once today's or this month's provider cost reached its cap, or the kill switch
     is on. The cap is checked against settled cost: calls already in flight when it is crossed still finish,
     so it can be passed by at most their cost (each bounded by the plan's max_tokens)."""
-    caps = spend_caps()
-    if caps.kill_switch:
+    if settings.SPEND_KILL_SWITCH or state.kill_switch:
         raise SpendCapReached("The AI service is paused by the operators. Please try again later.", code="paused")
-    today = timezone.now().date()
-    spent = SpendDay.objects.filter(day__gte=today.replace(day=1)).aggregate(
-        month=Sum("cost"), today=Sum("cost", filter=Q(day=today))
-    )
-    month, day = spent["month"] or Decimal(0), spent["today"] or Decimal(0)
-    for period, amount, cap in (("day", day, caps.daily), ("month", month, caps.monthly)):
+    daily_cap = settings.SPEND_CAP_DAILY_USD if state.daily_cap is None else state.daily_cap
+    monthly_cap = settings.SPEND_CAP_MONTHLY_USD if state.monthly_cap is None else state.monthly_cap
+    for period, amount, cap in (("day", state.spent_today, daily_cap), ("month", state.spent_this_month, monthly_cap)):
         if amount >= cap:
             _spend_cap_alert(period=period, amount=amount, cap=cap)
             raise SpendCapReached(
@@ -251,9 +233,86 @@ _LIMIT_MESSAGES = {
 }
 
 
-def gate_admit(*, user, plan: Plan, model: str, prompt: list[dict], source: str, cacheable: bool) -> Admission:
+@dataclass(frozen=True)
+class GateState:
+    """What the gate needs to know about a user and the service, read in one query."""
+
+    plan: Plan
+    period: QuotaPeriod | None  # None: the current period does not exist yet
+    spent_today: Decimal
+    spent_this_month: Decimal
+    daily_cap: Decimal | None  # staff overrides (SpendControl); None: the setting
+    monthly_cap: Decimal | None
+    kill_switch: bool
+
+
+# Plan columns map onto a Plan instance; the rest become attributes of it (RawQuerySet), read below.
+_GATE_STATE_SQL = """
+    SELECT p.*,
+           q.id AS period_id, q.start AS period_start, q."end" AS period_end,
+           q.allowance AS period_allowance, q.used AS period_used, q.reserved AS period_reserved,
+           (SELECT COALESCE(SUM(s.cost), 0) FROM usage_spendday s WHERE s.day >= %s) AS spent_this_month,
+           (SELECT COALESCE(SUM(s.cost), 0) FROM usage_spendday s WHERE s.day = %s) AS spent_today,
+           c.daily_cap_usd AS daily_cap, c.monthly_cap_usd AS monthly_cap, c.kill_switch AS kill_switch
+    FROM usage_userplan up
+    JOIN usage_plan p ON p.id = up.plan_id
+    LEFT JOIN usage_quotaperiod q ON q.user_id = up.user_id AND q.start <= %s AND q."end" > %s
+    LEFT JOIN usage_spendcontrol c ON c.id = (SELECT MIN(id) FROM usage_spendcontrol)
+    WHERE up.user_id = %s
+    ORDER BY q.start DESC
+    LIMIT 1
+"""
+
+
+def gate_state(*, user) -> GateState:
+    """The user's plan and current period, and the service's spend so far and caps: one query, because
+    this runs before every paid call (docs/performance.md)."""
+    now = timezone.now()
+    today = now.date()
+    adapt = connection.ops.adapt_datetimefield_value
+    params = [today.replace(day=1), today, adapt(now), adapt(now), user.pk]
+    row = next(iter(Plan.objects.raw(_GATE_STATE_SQL, params)), None)
+    if row is None:  # a user from before plans existed
+        user_plan_create(user=user)
+        return gate_state(user=user)
+    period = None
+    if row.period_id is not None:
+        period = QuotaPeriod(
+            pk=row.period_id,
+            user_id=user.pk,
+            start=_db_datetime(row.period_start),
+            end=_db_datetime(row.period_end),
+            allowance=row.period_allowance,
+            used=row.period_used,
+            reserved=row.period_reserved,
+        )
+    return GateState(
+        plan=row,
+        period=period,
+        spent_today=_db_decimal(row.spent_today),
+        spent_this_month=_db_decimal(row.spent_this_month),
+        daily_cap=None if row.daily_cap is None else _db_decimal(row.daily_cap),
+        monthly_cap=None if row.monthly_cap is None else _db_decimal(row.monthly_cap),
+        kill_switch=bool(row.kill_switch),
+    )
+
+
+def _db_datetime(value) -> datetime:
+    """A raw column's datetime: PostgreSQL gives an aware datetime, SQLite a string in UTC."""
+    if isinstance(value, datetime):
+        return value if timezone.is_aware(value) else value.replace(tzinfo=UTC)
+    return parse_datetime(value).replace(tzinfo=UTC)
+
+
+def _db_decimal(value) -> Decimal:
+    """A raw column's number as Decimal (SQLite sums come back as float or int)."""
+    return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+def gate_admit(*, user, state: GateState, model: str, prompt: list[dict], source: str, cacheable: bool) -> Admission:
     """Let a paid call through, or raise: LimitReached (429), SpendCapReached, or ServiceUnavailable when a
-    store cannot be reached (I8). Sync: run it in a database thread."""
+    store cannot be reached (I8). `state` comes from gate_state. Sync: run it in a database thread."""
+    plan = state.plan
     max_tokens = min(plan.max_tokens_per_request, settings.LLM_MAX_TOKENS)
     tokens = prompt_tokens_upper_bound(prompt) + max_tokens
     user_limits = _limits_for(user_id=user.pk, plan=plan, tokens=tokens)
@@ -278,8 +337,9 @@ def gate_admit(*, user, plan: Plan, model: str, prompt: list[dict], source: str,
         )
     tokens_limit = user_limits[-1]
     try:
-        spend_check()
-        period = quota_reserve(user=user, plan=plan, tokens=tokens)
+        spend_check(state)
+        period = state.period or quota_period_current(user=user, plan=plan)
+        quota_reserve(period=period, tokens=tokens)
     except BaseException as error:
         _give_back_tokens(tokens_limit, tokens)
         if isinstance(error, DatabaseError):
@@ -296,6 +356,7 @@ def gate_admit(*, user, plan: Plan, model: str, prompt: list[dict], source: str,
         model=model,
         max_tokens=max_tokens,
         period_id=period.pk,
+        period_end=period.end,
         reserved_tokens=tokens,
         tokens_limit=tokens_limit,
         cache_key=cache_key if cacheable else None,
@@ -357,9 +418,26 @@ def cost_of(*, model: str, prompt_tokens: int, completion_tokens: int) -> Decima
 
 @dataclass(frozen=True)
 class Settlement:
-    record: UsageRecord | None  # None: this request was already settled
+    recorded: bool  # False: this request was settled before, nothing was written
     billable_tokens: int
-    period: QuotaPeriod
+    meter: dict  # the user's period afterwards, as usage.selectors.quota_meter shows it
+
+
+_RECORD_INSERT_SQL = """
+    INSERT INTO usage_usagerecord (user_id, conversation_id, message_id, request_id, source, model, status,
+        prompt_tokens, completion_tokens, billable_tokens, cost, cached, latency_ms, created_at)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    ON CONFLICT (request_id) DO NOTHING
+"""
+_QUOTA_SETTLE_SQL = """
+    UPDATE usage_quotaperiod SET used = used + %s, reserved = reserved - %s WHERE id = %s
+    RETURNING allowance, used, reserved
+"""
+_SPEND_ADD_SQL = """
+    INSERT INTO usage_spendday (day, shard, cost, requests) VALUES (%s, %s, %s, 1)
+    ON CONFLICT (day, shard) DO UPDATE
+    SET cost = usage_spendday.cost + EXCLUDED.cost, requests = usage_spendday.requests + 1
+"""
 
 
 def usage_settle(
@@ -374,55 +452,56 @@ def usage_settle(
     cached: bool = False,
 ) -> Settlement:
     """Account for one provider call (or cache hit) exactly once (I2): the usage record, the period's quota
-    moved from reserved to used at the actual amount, and the day's spend. Run inside the transaction that
-    saves the answer, so both or neither are written."""
-    with transaction.atomic():
-        if cached:
-            cost = Decimal(0)  # nothing was paid to the provider
-            billable = prompt_tokens + completion_tokens if settings.PROMPT_CACHE_HIT_CHARGE == "full" else 0
-        else:
-            cost = cost_of(model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
-            billable = prompt_tokens + completion_tokens
-        now = timezone.now()
-        try:
-            with transaction.atomic():
-                record = UsageRecord.objects.create(
-                    user_id=admission.user_id,
-                    conversation_id=conversation_id,
-                    message_id=message_id,
-                    request_id=admission.request_id,
-                    source=admission.source,
-                    model=model,
-                    status=status,
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens,
-                    billable_tokens=billable,
-                    cost=cost,
-                    cached=cached,
-                    latency_ms=round((time.monotonic() - admission.admitted_at) * 1000),
-                    created_at=now,
-                )
-        except IntegrityError:
-            if UsageRecord.objects.filter(request_id=admission.request_id).exists():  # settled before
-                return Settlement(None, 0, QuotaPeriod.objects.get(pk=admission.period_id))
-            raise
-        QuotaPeriod.objects.filter(pk=admission.period_id).update(
-            used=F("used") + billable, reserved=F("reserved") - admission.reserved_tokens
-        )
-        _spend_add(day=now.date(), cost=cost)
-        return Settlement(record, billable, QuotaPeriod.objects.get(pk=admission.period_id))
-
-
-def _spend_add(*, day, cost: Decimal) -> None:
-    with connection.cursor() as cursor:
+    moved from reserved to used at the actual amount, and the day's spend. Run it inside the transaction that
+    saves the answer, so both or neither are written. Plain SQL: it runs after every message."""
+    if cached:
+        cost = Decimal(0)  # nothing was paid to the provider
+        billable = prompt_tokens + completion_tokens if settings.PROMPT_CACHE_HIT_CHARGE == "full" else 0
+    else:
+        cost = cost_of(model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        billable = prompt_tokens + completion_tokens
+    now = timezone.now()
+    ops = connection.ops
+    with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
-            "INSERT INTO usage_spendday (day, cost, requests) VALUES (%s, %s, 1) ON CONFLICT (day) DO UPDATE "
-            "SET cost = usage_spendday.cost + EXCLUDED.cost, requests = usage_spendday.requests + 1",
-            [connection.ops.adapt_datefield_value(day), connection.ops.adapt_decimalfield_value(cost, 20, 10)],
+            _RECORD_INSERT_SQL,
+            [
+                admission.user_id,
+                conversation_id,
+                message_id,
+                admission.request_id,
+                admission.source,
+                model,
+                status,
+                prompt_tokens,
+                completion_tokens,
+                billable,
+                ops.adapt_decimalfield_value(cost, 20, 10),
+                cached,
+                round((time.monotonic() - admission.admitted_at) * 1000),
+                ops.adapt_datetimefield_value(now),
+            ],
         )
+        recorded = cursor.rowcount == 1
+        if recorded:
+            cursor.execute(_QUOTA_SETTLE_SQL, [billable, admission.reserved_tokens, admission.period_id])
+            allowance, used, reserved = cursor.fetchone()
+            cursor.execute(
+                _SPEND_ADD_SQL,
+                [
+                    ops.adapt_datefield_value(now.date()),
+                    admission.user_id % SpendDay.SHARDS,
+                    ops.adapt_decimalfield_value(cost, 20, 10),
+                ],
+            )
+        else:  # settled before (a retry): report the period as it is
+            period = QuotaPeriod.objects.get(pk=admission.period_id)
+            allowance, used, reserved = period.allowance, period.used, period.reserved
+    period = QuotaPeriod(allowance=allowance, used=used, reserved=reserved, end=admission.period_end)
+    return Settlement(recorded, billable if recorded else 0, quota_meter(period=period))
 
 
 def limits_settle(*, admission: Admission, settlement: Settlement) -> None:
     """After the commit: the tokens/day limit keeps what was used and gets the rest of the hold back."""
-    if settlement.record is not None:
+    if settlement.recorded:
         _give_back_tokens(admission.tokens_limit, admission.reserved_tokens - settlement.billable_tokens)

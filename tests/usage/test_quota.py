@@ -20,10 +20,11 @@ from usage.tokens import prompt_tokens_upper_bound
 PROMPT = [{"role": "user", "content": "How many tokens can this take?"}]
 
 
-def admit(user, plan, prompt=PROMPT, **kwargs):
-    return services.gate_admit(
-        user=user, plan=plan, model="demo-mini", prompt=prompt, source="chat", cacheable=False, **kwargs
-    )
+def admit(user, plan=None, prompt=PROMPT):
+    """Through the gate as a chat message would go; `plan` is the user's current plan (read by the gate)."""
+    state = services.gate_state(user=user)
+    assert plan is None or state.plan.pk == plan.pk
+    return services.gate_admit(user=user, state=state, model="demo-mini", prompt=prompt, source="chat", cacheable=False)
 
 
 def settle(admission, prompt_tokens, completion_tokens, status="complete"):
@@ -58,7 +59,7 @@ def test_a_request_reserves_its_worst_case_and_settles_to_what_it_used(user, put
 
     period.refresh_from_db()
     assert (period.used, period.reserved) == (29, 0)
-    record = settlement.record
+    record = UsageRecord.objects.get(request_id=admission.request_id)
     assert (record.prompt_tokens, record.completion_tokens, record.billable_tokens) == (9, 20, 29)
     # demo-mini: $0.15 / $0.60 per million tokens
     assert record.cost == Decimal("0.0000133500") == (9 * Decimal("0.15") + 20 * Decimal("0.60")) / 1_000_000
@@ -69,6 +70,7 @@ def test_a_request_reserves_its_worst_case_and_settles_to_what_it_used(user, put
         admission.request_id,
     )
     assert SpendDay.objects.get(day=timezone.now().date()).cost == record.cost
+    assert settlement.meter["used"] == 29 and settlement.meter["reserved"] == 0
 
 
 @pytest.mark.django_db
@@ -79,11 +81,12 @@ def test_settling_twice_accounts_once(user, put_on_plan):
     first = settle(admission, 10, 10)
     again = settle(admission, 10, 10)
 
-    assert first.record is not None and again.record is None
+    assert first.recorded and not again.recorded
     assert UsageRecord.objects.count() == 1
     period = current_period(user)
     assert (period.used, period.reserved) == (20, 0)
     assert SpendDay.objects.get().requests == 1
+    assert again.meter["used"] == 20
 
 
 @pytest.mark.django_db
@@ -221,7 +224,8 @@ def test_the_spend_cap_refuses_paid_calls_and_tells_staff_once(user, put_on_plan
     settings.SPEND_CAP_DAILY_USD = Decimal("5")
     settings.ADMINS = [("Staff", "staff@example.com")]
     plan = put_on_plan(user)
-    SpendDay.objects.create(day=timezone.now().date(), cost=Decimal("5.00"), requests=100)
+    SpendDay.objects.create(day=timezone.now().date(), shard=3, cost=Decimal("3.00"), requests=60)
+    SpendDay.objects.create(day=timezone.now().date(), shard=7, cost=Decimal("2.00"), requests=40)
 
     for _ in range(3):
         with pytest.raises(services.SpendCapReached) as refused:
@@ -239,12 +243,12 @@ def test_the_monthly_cap_and_the_kill_switch(user, put_on_plan, settings):
     settings.SPEND_CAP_MONTHLY_USD = Decimal("20")
     plan = put_on_plan(user)
     today = timezone.now().date()
-    SpendDay.objects.create(day=today, cost=Decimal("12"))
+    SpendDay.objects.create(day=today, shard=0, cost=Decimal("12"))
     if today.day > 1:
-        SpendDay.objects.create(day=today.replace(day=1), cost=Decimal("8"))
+        SpendDay.objects.create(day=today.replace(day=1), shard=0, cost=Decimal("8"))
     else:
-        SpendDay.objects.filter(day=today).update(cost=Decimal("20"))
-    SpendDay.objects.create(day=today.replace(day=1) - timedelta(days=1), cost=Decimal("1000"))  # last month
+        SpendDay.objects.create(day=today, shard=1, cost=Decimal("8"))
+    SpendDay.objects.create(day=today.replace(day=1) - timedelta(days=1), shard=0, cost=Decimal("1000"))  # last month
 
     with pytest.raises(services.SpendCapReached) as refused:
         admit(user, plan)

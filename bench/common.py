@@ -1,0 +1,75 @@
+"""What the benchmarks share: the settings they run under, Django set-up, percentiles, the bench plan."""
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def bench_environment() -> dict[str, str]:
+    """The embedded default (DEBUG, SQLite file), or with BENCH_DATABASE_URL and REDIS_URL production settings."""
+    if not os.environ.get("BENCH_DATABASE_URL"):
+        return {"DEBUG": "true", "DATABASE_URL": f"sqlite:///{ROOT / 'bench_db.sqlite3'}", "REDIS_URL": ""}
+    return {
+        "DEBUG": "false",
+        "SECRET_KEY": secrets.token_urlsafe(64),
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "SECURE_SSL_REDIRECT": "false",
+        "DATABASE_URL": os.environ["BENCH_DATABASE_URL"],
+        "REDIS_URL": os.environ["REDIS_URL"],
+        # Replaced by the dev LLM's address when a server starts.
+        "LLM_BASE_URL": "http://127.0.0.1:9/v1",
+        "LLM_API_KEY": "bench-key",
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+def ensure_database(url: str) -> None:
+    """Create the bench's PostgreSQL database if it does not exist yet."""
+    if not url.startswith(("postgres://", "postgresql://")):
+        return
+    import psycopg
+
+    server, name = url.rsplit("/", 1)
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as connection:
+        if not connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            connection.execute(f'CREATE DATABASE "{name}"')
+
+
+def django_setup(env: dict[str, str]) -> None:
+    """Migrate the bench database and set Django up in this process with `env`."""
+    ensure_database(env["DATABASE_URL"])
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env={**os.environ, **env}, check=True)
+    os.environ.update(env)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aisaas.settings")
+    import django
+
+    django.setup()
+
+
+def bench_plan():
+    """A plan no bench run reaches the limits of: the whole gate runs, nothing is refused."""
+    from usage.models import Plan
+
+    plan, _ = Plan.objects.update_or_create(
+        slug="bench",
+        defaults={
+            "name": "Bench",
+            "monthly_token_allowance": 10**15,
+            "requests_per_minute": 10**6,
+            "requests_per_day": 10**8,
+            "tokens_per_day": 10**15,
+            "max_tokens_per_request": 1024,
+        },
+    )
+    return plan

@@ -1,0 +1,161 @@
+"""The usage gate's cost per message: gate + settle + usage record, against the same chat work without it.
+
+    python bench/gate.py                      # embedded default: SQLite file, local-memory limits
+    BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/aisaas_bench REDIS_URL=redis://127.0.0.1:6379/14 \
+        python bench/gate.py                  # production settings: PostgreSQL + Redis
+
+In one run, alternating message by message on the same database (and Redis):
+
+  baseline  the chat's own database work for one message without the gate: save the turn (conversation,
+            question, empty reply), then settle the reply
+  gated     the same through the gate: the user's plan, rate limits (one Redis script), the spend cap, the
+            quota reservation, the prompt-cache lookup; then the real settlement (chat.services.reply_settle:
+            answer + usage record + quota + spend ledger in one transaction, the unused daily tokens given
+            back, the answer stored in the prompt cache)
+
+Added = gated - baseline, p50 and p99. Redis commands are counted per gated message. Moderation, a call to the
+provider's moderations endpoint, is timed on its own against the dev LLM (loopback), since its cost is the
+provider's latency. Results: docs/performance.md.
+"""
+
+import argparse
+import asyncio
+import collections
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import bench_environment, bench_plan, django_setup, percentile  # noqa: E402
+from tests.servers import start_devllm  # noqa: E402
+
+
+def run(messages: int) -> dict:
+    from django.conf import settings
+    from redis.connection import Connection
+
+    from aisaas.users.services import user_create_verified
+    from chat import services as chat
+    from usage import services as usage
+
+    user = user_create_verified(email="gate-bench@example.com", password="bench-password-123")
+    usage.plan_change(user=user, plan=bench_plan())
+    settings.LLM_MODELS = ["demo-mini:0.15:0.60"]
+
+    class ProviderStream:  # what the settlement reads of a finished provider stream
+        usage = {"prompt_tokens": 40, "completion_tokens": 32}
+
+    def baseline(number: int) -> None:
+        prompt = chat.prompt_for(user, [{"role": "user", "content": f"Baseline question {number}"}])
+        plan = chat.TurnPlan(user, None, f"Baseline question {number}", "demo-mini", prompt, "Baseline", None)
+        turn = chat.turn_record(plan=plan)
+        chat.turn_finish(
+            message_id=turn.message_id,
+            content="An answer of about thirty-two tokens.",
+            status="complete",
+            model="demo-mini",
+            prompt_tokens=40,
+            completion_tokens=32,
+            error_code="",
+            time_to_first_token_ms=100,
+            duration_ms=700,
+        )
+
+    def gated(number: int) -> None:
+        content = f"Gated question {number}"
+        state = usage.gate_state(user=user)
+        prompt = chat.prompt_for(user, [{"role": "user", "content": content}])
+        admission = usage.gate_admit(
+            user=user, state=state, model="demo-mini", prompt=prompt, source="chat", cacheable=True
+        )
+        plan = chat.TurnPlan(user, None, content, "demo-mini", prompt, "Gated", admission)
+        turn = chat.turn_record(plan=plan)
+        outcome = chat.ReplyOutcome(turn.message_id, "complete", "demo-mini", 40, 32, "", "", None)
+        chat.reply_settle(
+            plan=plan,
+            stream=ProviderStream(),
+            turn=turn,
+            content="An answer of about thirty-two tokens.",
+            outcome=outcome,
+            time_to_first_token_ms=100,
+            duration_ms=700,
+        )
+
+    for number in range(50):  # warm up: connections, scripts loaded, first queries
+        baseline(-number - 1)
+        gated(-number - 1)
+
+    commands = collections.Counter()
+    original_send = Connection.send_command
+
+    def counting_send(self, *args, **kwargs):
+        commands[str(args[0]).upper()] += 1
+        return original_send(self, *args, **kwargs)
+
+    timings = {"baseline": [], "gated": []}
+    for number in range(messages):
+        started = time.perf_counter()
+        baseline(number)
+        timings["baseline"].append(time.perf_counter() - started)
+        Connection.send_command = counting_send
+        started = time.perf_counter()
+        gated(number)
+        timings["gated"].append(time.perf_counter() - started)
+        Connection.send_command = original_send
+
+    ms = 1000
+    return {
+        "messages": messages,
+        "baseline_p50_ms": percentile(timings["baseline"], 50) * ms,
+        "baseline_p99_ms": percentile(timings["baseline"], 99) * ms,
+        "gated_p50_ms": percentile(timings["gated"], 50) * ms,
+        "gated_p99_ms": percentile(timings["gated"], 99) * ms,
+        "added_p50_ms": (percentile(timings["gated"], 50) - percentile(timings["baseline"], 50)) * ms,
+        "added_p99_ms": (percentile(timings["gated"], 99) - percentile(timings["baseline"], 99)) * ms,
+        "redis_commands_per_message": {name: count / messages for name, count in sorted(commands.items())},
+    }
+
+
+async def time_moderation(calls: int) -> tuple[float, float]:
+    from chat.llm import moderation_categories
+
+    for _ in range(10):
+        await moderation_categories("warm up")
+    timings = []
+    for number in range(calls):
+        started = time.perf_counter()
+        await moderation_categories(f"Is this message fine? {number}")
+        timings.append(time.perf_counter() - started)
+    return percentile(timings, 50) * 1000, percentile(timings, 99) * 1000
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=2000)
+    args = parser.parse_args()
+    env = bench_environment()
+    print(
+        f"database {env['DATABASE_URL'].split('@')[-1]}, limits {'Redis' if env['REDIS_URL'] else 'local memory'}, "
+        f"{args.messages} messages per path, alternating",
+        flush=True,
+    )
+    devllm = start_devllm()
+    try:
+        django_setup({**env, "LLM_BASE_URL": f"{devllm.url}/v1", "LLM_API_KEY": "bench-key"})
+        result = run(args.messages)
+        moderation_p50, moderation_p99 = asyncio.run(time_moderation(300))
+    finally:
+        devllm.stop()
+    print(
+        f"baseline p50 {result['baseline_p50_ms']:.2f} ms / p99 {result['baseline_p99_ms']:.2f} ms | "
+        f"gated p50 {result['gated_p50_ms']:.2f} ms / p99 {result['gated_p99_ms']:.2f} ms | "
+        f"added p50 {result['added_p50_ms']:+.2f} ms / p99 {result['added_p99_ms']:+.2f} ms"
+    )
+    print("Redis commands per gated message:", result["redis_commands_per_message"] or "none (local memory)")
+    print(f"moderation call (dev LLM, loopback): p50 {moderation_p50:.2f} ms / p99 {moderation_p99:.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
