@@ -114,7 +114,10 @@ async def run(args, env: dict[str, str], cookies: list[str]) -> dict:
     devllm = start_devllm(
         "--tokens", str(args.tokens), "--interval-ms", str(args.interval_ms), "--ttft-ms", str(args.ttft_ms)
     )
-    web = start_daphne({**env, "LLM_BASE_URL": f"{devllm.url}/v1", "LLM_API_KEY": "bench-key"})
+    moderation = "false" if args.no_moderation else "true"
+    web = start_daphne(
+        {**env, "LLM_BASE_URL": f"{devllm.url}/v1", "LLM_API_KEY": "bench-key", "MODERATION_ENABLED": moderation}
+    )
     client = openai.AsyncOpenAI(base_url=f"{devllm.url}/v1", api_key="bench-key", max_retries=0)
     results = {}
     try:
@@ -216,13 +219,15 @@ def main():
     parser.add_argument("--ttft-ms", type=float, default=100)
     parser.add_argument("--think-ms", type=float, default=1000, help="max random pause before each message")
     parser.add_argument("--burst", action="store_true", help="no pauses: all streams start at the same instant")
+    parser.add_argument("--no-moderation", action="store_true", help="turn the moderation call off (to isolate it)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     print(
         f"dev LLM: {args.tokens} tokens, {args.interval_ms} ms apart, first after {args.ttft_ms} ms; "
         f"{'burst: all streams start together' if args.burst else f'think time 0-{args.think_ms:.0f} ms'}; "
         f"database {os.environ.get('BENCH_DATABASE_URL', 'sqlite (bench_db.sqlite3)')}, "
-        f"redis {os.environ.get('REDIS_URL') or 'none (in-memory layer)'}",
+        f"redis {os.environ.get('REDIS_URL') or 'none (in-memory layer)'}; "
+        f"moderation {'off' if args.no_moderation else 'on'}",
         flush=True,
     )
     env = bench_environment()

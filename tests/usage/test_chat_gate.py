@@ -244,3 +244,25 @@ async def test_fifty_racing_sockets_at_the_quota_boundary_never_overshoot(user, 
     assert completed >= 10 and completed + outcomes.count("quota_exceeded") == 50, outcomes
     assert len(await records(user)) == completed
     assert period.used == sum(record.billable_tokens for record in await records(user))
+
+
+async def test_moderation_that_cannot_be_reached_refuses_and_gives_the_reservation_back(
+    chat_socket, user, settings, provider_calls
+):
+    settings.LLM_BASE_URL = "http://127.0.0.1:9/v1"  # nothing listens there
+
+    await chat_socket.send({"type": "message", "conversation": None, "content": "hi"})
+    error = await chat_socket.receive()
+
+    assert error["code"] == "moderation_unavailable" and "try again" in error["message"]
+    assert provider_calls == [] and (await period_of(user)).reserved == 0
+
+
+async def test_the_spend_cap_refuses_over_the_websocket(chat_socket, user, settings, provider_calls):
+    settings.SPEND_KILL_SWITCH = True
+
+    await chat_socket.send({"type": "message", "conversation": None, "content": "hi"})
+    error = await chat_socket.receive()
+
+    assert error["code"] == "paused" and provider_calls == []
+    await assert_still_usable(chat_socket)
