@@ -12,6 +12,7 @@ in the embedded default (one process). If Redis cannot be reached, LimitsUnavail
 refuses the request (I8).
 """
 
+import logging
 import math
 import threading
 import time
@@ -22,6 +23,8 @@ from django_redis.cache import RedisCache
 from redis.exceptions import RedisError
 
 LIMITS_ALIAS = "limits"
+
+logger = logging.getLogger(__name__)
 
 
 class LimitsUnavailable(Exception):
@@ -163,3 +166,14 @@ def limiter() -> RedisLimiter | LocalLimiter:
         except RedisError as error:
             raise LimitsUnavailable(str(error)) from error
     return _local
+
+
+def give_back_quietly(limit: Limit, amount: int) -> None:
+    """Give back part of what a request took. If the store cannot be reached the limit stays stricter than
+    it should until its window passes; never looser, so this only logs."""
+    if amount <= 0:
+        return
+    try:
+        limiter().give_back(limit, amount)
+    except LimitsUnavailable:
+        logger.warning("Could not give back %s to the %s limit", amount, limit.name)

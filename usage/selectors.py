@@ -35,10 +35,18 @@ def period_start_for(*, user, end):
     return calendar_month(end - timedelta(seconds=1))[0]
 
 
+def default_plan() -> Plan:
+    return Plan.objects.get(is_default=True)
+
+
+def plan_for(*, user) -> Plan:
+    user_plan = UserPlan.objects.select_related("plan").filter(user=user).first()
+    return user_plan.plan if user_plan else default_plan()
+
+
 def plan_and_period(*, user) -> tuple[Plan, dict]:
     """The user's plan and current period meter (a period not started yet shows the full allowance)."""
-    user_plan = UserPlan.objects.select_related("plan").filter(user=user).first()
-    plan = user_plan.plan if user_plan else Plan.objects.get(is_default=True)
+    plan = plan_for(user=user)
     now = timezone.now()
     period = QuotaPeriod.objects.filter(user=user, start__lte=now, end__gt=now).order_by("-start").first()
     if period is None:

@@ -12,7 +12,7 @@ from django.utils import timezone
 from aisaas.errors import ServiceUnavailable
 from tests.factories import UserFactory
 from tests.usage.conftest import make_plan
-from usage import services
+from usage import selectors, services
 from usage.models import QuotaPeriod, SpendControl, SpendDay, UsageRecord
 from usage.tasks import reset_monthly_quotas
 from usage.tokens import prompt_tokens_upper_bound
@@ -210,12 +210,12 @@ def test_an_upgrade_raises_the_allowance_at_once(user, put_on_plan):
     services.plan_change(user=user, plan=make_plan(slug="large", monthly_token_allowance=100_000))
 
     assert current_period(user).allowance == 100_000
-    admit(user, services.plan_for(user=user))
+    admit(user, selectors.plan_for(user=user))
 
 
 @pytest.mark.django_db
 def test_every_new_user_starts_on_the_default_plan(user):
-    assert services.plan_for(user=user).slug == "free"
+    assert selectors.plan_for(user=user).slug == "free"
     assert user.user_plan.plan.is_default
 
 

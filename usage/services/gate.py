@@ -1,0 +1,222 @@
+"""The gate in front of every paid call: rate limits -> spend cap -> quota reservation -> prompt cache
+lookup, then moderation (async), all before anything is sent to the completion model."""
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.db.models import F
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from aisaas.db import in_db_thread
+from aisaas.errors import ServiceUnavailable
+from usage import limits, prompt_cache
+from usage.errors import ContentFlagged, LimitReached
+from usage.models import ModerationEvent, Plan, QuotaPeriod
+from usage.services.periods import quota_period_current, quota_reserve
+from usage.services.plans import user_plan_create
+from usage.services.spend import spend_check
+from usage.tokens import prompt_tokens_upper_bound
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A request the gate let through, with what it holds until it is settled or released."""
+
+    request_id: str
+    user_id: int
+    source: str
+    model: str
+    max_tokens: int
+    period_id: int
+    period_end: datetime
+    reserved_tokens: int
+    tokens_limit: limits.Limit
+    cache_key: str | None
+    cached_answer: dict | None
+    admitted_at: float  # time.monotonic(), for the record's latency
+
+
+def _limits_for(*, user_id: int, plan: Plan, tokens: int) -> list[limits.Limit]:
+    return [
+        limits.Limit("requests_per_minute", f"{user_id}:rpm", plan.requests_per_minute, 60, 1),
+        limits.Limit("requests_per_day", f"{user_id}:rpd", plan.requests_per_day, 86400, 1),
+        limits.Limit("tokens_per_day", f"{user_id}:tpd", plan.tokens_per_day, 86400, tokens),
+    ]
+
+
+_LIMIT_MESSAGES = {
+    "requests_per_minute": "You are sending messages too fast.",
+    "requests_per_day": "You have reached today's message limit.",
+    "tokens_per_day": "You have reached today's token limit.",
+}
+
+
+@dataclass(frozen=True)
+class GateState:
+    """What the gate needs to know about a user and the service, read in one query."""
+
+    plan: Plan
+    period: QuotaPeriod | None  # None: the current period does not exist yet
+    spent_today: Decimal
+    spent_this_month: Decimal
+    daily_cap: Decimal | None  # staff overrides (SpendControl); None: the setting
+    monthly_cap: Decimal | None
+    kill_switch: bool
+
+
+# Plan columns map onto a Plan instance; the rest become attributes of it (RawQuerySet), read below.
+_GATE_STATE_SQL = """
+    SELECT p.*,
+           q.id AS period_id, q.start AS period_start, q."end" AS period_end,
+           q.allowance AS period_allowance, q.used AS period_used, q.reserved AS period_reserved,
+           (SELECT COALESCE(SUM(s.cost), 0) FROM usage_spendday s WHERE s.day >= %s) AS spent_this_month,
+           (SELECT COALESCE(SUM(s.cost), 0) FROM usage_spendday s WHERE s.day = %s) AS spent_today,
+           c.daily_cap_usd AS daily_cap, c.monthly_cap_usd AS monthly_cap, c.kill_switch AS kill_switch
+    FROM usage_userplan up
+    JOIN usage_plan p ON p.id = up.plan_id
+    LEFT JOIN usage_quotaperiod q ON q.user_id = up.user_id AND q.start <= %s AND q."end" > %s
+    LEFT JOIN usage_spendcontrol c ON c.id = (SELECT MIN(id) FROM usage_spendcontrol)
+    WHERE up.user_id = %s
+    ORDER BY q.start DESC
+    LIMIT 1
+"""
+
+
+def gate_state(*, user) -> GateState:
+    """The user's plan and current period, and the service's spend so far and caps: one query, because
+    this runs before every paid call (docs/performance.md)."""
+    now = timezone.now()
+    today = now.date()
+    adapt = connection.ops.adapt_datetimefield_value
+    params = [today.replace(day=1), today, adapt(now), adapt(now), user.pk]
+    row = next(iter(Plan.objects.raw(_GATE_STATE_SQL, params)), None)
+    if row is None:  # a user from before plans existed
+        user_plan_create(user=user)
+        return gate_state(user=user)
+    period = None
+    if row.period_id is not None:
+        period = QuotaPeriod(
+            pk=row.period_id,
+            user_id=user.pk,
+            start=_db_datetime(row.period_start),
+            end=_db_datetime(row.period_end),
+            allowance=row.period_allowance,
+            used=row.period_used,
+            reserved=row.period_reserved,
+        )
+    return GateState(
+        plan=row,
+        period=period,
+        spent_today=_db_decimal(row.spent_today),
+        spent_this_month=_db_decimal(row.spent_this_month),
+        daily_cap=None if row.daily_cap is None else _db_decimal(row.daily_cap),
+        monthly_cap=None if row.monthly_cap is None else _db_decimal(row.monthly_cap),
+        kill_switch=bool(row.kill_switch),
+    )
+
+
+def _db_datetime(value) -> datetime:
+    """A raw column's datetime: PostgreSQL gives an aware datetime, SQLite a string in UTC."""
+    if isinstance(value, datetime):
+        return value if timezone.is_aware(value) else value.replace(tzinfo=UTC)
+    return parse_datetime(value).replace(tzinfo=UTC)
+
+
+def _db_decimal(value) -> Decimal:
+    """A raw column's number as Decimal (SQLite sums come back as float or int)."""
+    return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+def gate_admit(*, user, state: GateState, model: str, prompt: list[dict], source: str, cacheable: bool) -> Admission:
+    """Let a paid call through, or raise: LimitReached (429), SpendCapReached, or ServiceUnavailable when a
+    store cannot be reached (I8). `state` comes from gate_state. Sync: run it in a database thread."""
+    plan = state.plan
+    max_tokens = min(plan.max_tokens_per_request, settings.LLM_MAX_TOKENS)
+    tokens = prompt_tokens_upper_bound(prompt) + max_tokens
+    user_limits = _limits_for(user_id=user.pk, plan=plan, tokens=tokens)
+    try:
+        result = limits.limiter().take(user_limits)
+    except limits.LimitsUnavailable:
+        logger.error("Rate-limit store unavailable: refusing paid calls")
+        raise ServiceUnavailable(
+            "Usage limits cannot be checked right now. Please try again shortly.", code="limits_unavailable"
+        ) from None
+    if not result.allowed:
+        refused = result.limit
+        raise LimitReached(
+            _LIMIT_MESSAGES[refused.name]
+            if refused.cost <= refused.limit
+            else f"This request could need {tokens:,} tokens, more than your daily limit.",
+            limit=refused.name,
+            limit_value=refused.limit,
+            remaining=result.remaining,
+            reset_at=datetime.fromtimestamp(result.now + result.retry_after_seconds, UTC).isoformat(),
+            retry_after=max(1, round(result.retry_after_seconds)),
+        )
+    tokens_limit = user_limits[-1]
+    try:
+        spend_check(state)
+        period = state.period or quota_period_current(user=user, plan=plan)
+        quota_reserve(period=period, tokens=tokens)
+    except BaseException as error:
+        limits.give_back_quietly(tokens_limit, tokens)
+        if isinstance(error, DatabaseError):
+            logger.exception("Quota store unavailable: refusing paid calls")
+            raise ServiceUnavailable(
+                "Usage cannot be checked right now. Please try again shortly.", code="quota_unavailable"
+            ) from None
+        raise
+    cache_key = prompt_cache.key_for(user_id=user.pk, model=model, messages=prompt, max_tokens=max_tokens)
+    return Admission(
+        request_id=uuid.uuid4().hex,
+        user_id=user.pk,
+        source=source,
+        model=model,
+        max_tokens=max_tokens,
+        period_id=period.pk,
+        period_end=period.end,
+        reserved_tokens=tokens,
+        tokens_limit=tokens_limit,
+        cache_key=cache_key if cacheable else None,
+        cached_answer=prompt_cache.get(cache_key) if cacheable else None,
+        admitted_at=time.monotonic(),
+    )
+
+
+def gate_release(admission: Admission) -> None:
+    """Undo an admission that led to no provider call (moderation refused it, the client went away)."""
+    QuotaPeriod.objects.filter(pk=admission.period_id).update(reserved=F("reserved") - admission.reserved_tokens)
+    limits.give_back_quietly(admission.tokens_limit, admission.reserved_tokens)
+
+
+async def moderation_check(*, user, admission: Admission, text: str) -> None:
+    """Refuse text the moderation model flags, and record it for staff. Nothing is sent to the completion
+    model before this passes. If moderation cannot be reached the request is refused (retryable)."""
+    if not settings.MODERATION_ENABLED:
+        return
+    from chat.llm import moderation_categories
+
+    try:
+        categories = await moderation_categories(text)
+    except Exception:
+        logger.warning("Moderation unavailable: refusing the request", exc_info=True)
+        raise ServiceUnavailable(
+            "Your message could not be checked right now. Please try again.", code="moderation_unavailable"
+        ) from None
+    if categories is not None:
+        await in_db_thread(ModerationEvent.objects.create)(
+            user=user, source=admission.source, content=text, categories=categories
+        )
+        raise ContentFlagged(
+            "This message was not sent: it breaks the content policy.",
+            categories=categories,
+        )

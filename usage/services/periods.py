@@ -1,0 +1,73 @@
+"""Quota periods: the monthly token allowance, reserved before a call and settled after (I1, I6)."""
+
+from datetime import UTC, datetime, timedelta
+
+from django.db import connection
+from django.utils import timezone
+
+from usage.errors import LimitReached
+from usage.models import Plan, QuotaPeriod
+
+
+def calendar_month(moment: datetime) -> tuple[datetime, datetime]:
+    moment = moment.astimezone(UTC)
+    start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = (start + timedelta(days=32)).replace(day=1)
+    return start, end
+
+
+def quota_period_current(*, user, plan: Plan, now: datetime | None = None) -> QuotaPeriod:
+    """The user's period containing `now`, created on first access (lazy rollover: no beat needed)."""
+    now = now or timezone.now()
+    period = QuotaPeriod.objects.filter(user=user, start__lte=now, end__gt=now).order_by("-start").first()
+    if period is None:
+        start, end = calendar_month(now)
+        period, _ = QuotaPeriod.objects.get_or_create(
+            user=user, start=start, defaults={"end": end, "allowance": plan.monthly_token_allowance}
+        )
+    return period
+
+
+def quota_reserve(*, period: QuotaPeriod, tokens: int) -> None:
+    """Hold `tokens` of the period, or refuse: one conditional UPDATE, so concurrent requests can never
+    hold more than the allowance between them (I1)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE usage_quotaperiod SET reserved = reserved + %s WHERE id = %s AND used + reserved + %s <= allowance",
+            [tokens, period.pk, tokens],
+        )
+        held = cursor.rowcount == 1
+    if not held:
+        period.refresh_from_db()
+        remaining = period.remaining
+        raise LimitReached(
+            "You have used this period's tokens."
+            if remaining == 0
+            else f"This request could need up to {tokens:,} tokens; {remaining:,} are left this period.",
+            code="quota_exceeded",
+            limit="monthly_tokens",
+            limit_value=period.allowance,
+            remaining=remaining,
+            reset_at=period.end.isoformat(),
+            retry_after=max(0, round((period.end - timezone.now()).total_seconds())),
+        )
+
+
+def quota_periods_roll_over(*, now: datetime | None = None) -> int:
+    """Start the current calendar month for every user whose last period has ended: one INSERT … SELECT.
+    Safe to run twice or after a missed month (the unique (user, start) absorbs repeats; a missed month is
+    simply skipped). Users who never chatted get their period lazily, on first use."""
+    now = now or timezone.now()
+    start, end = calendar_month(now)
+    adapt = connection.ops.adapt_datetimefield_value
+    sql = """
+        INSERT INTO usage_quotaperiod (user_id, start, "end", allowance, used, reserved, created_at)
+        SELECT up.user_id, %s, %s, p.monthly_token_allowance, 0, 0, %s
+        FROM usage_userplan up JOIN usage_plan p ON p.id = up.plan_id
+        WHERE EXISTS (SELECT 1 FROM usage_quotaperiod q WHERE q.user_id = up.user_id AND q."end" <= %s)
+          AND NOT EXISTS (SELECT 1 FROM usage_quotaperiod q WHERE q.user_id = up.user_id AND q."end" > %s)
+        ON CONFLICT (user_id, start) DO NOTHING
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [adapt(start), adapt(end), adapt(now), adapt(now), adapt(now)])
+        return cursor.rowcount
