@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 DEVLLM_PORT ?= 8001
 
-.PHONY: run test install lint format bench-ttft clean
+.PHONY: run test install lint format bench-ttft bench-gate clean
 
 # Re-install only when the requirements change.
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -42,6 +42,9 @@ format: install
 
 bench-ttft: install
 	$(PY) bench/ttft.py
+
+bench-gate: install
+	$(PY) bench/gate.py
 
 clean:
 	rm -rf $(VENV) db.sqlite3* test_db.sqlite3* staticfiles
