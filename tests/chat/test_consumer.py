@@ -11,6 +11,7 @@ from chat.models import Conversation, Message
 from chat.protocol import CloseCode
 from tests.chat.conftest import delta_text, open_socket, saved
 from tests.factories import ConversationFactory, MessageFactory
+from usage.models import QuotaPeriod, UsageRecord
 from usage.tokens import token_count
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -25,6 +26,13 @@ def expected_answer(content: str, length: int = 12) -> str:
 @database_sync_to_async
 def get_message(pk) -> Message:
     return Message.objects.get(pk=pk)
+
+
+@database_sync_to_async
+def usage_of(reply: Message) -> tuple[UsageRecord, QuotaPeriod]:
+    """The one usage record of a reply, and its user's quota period."""
+    record = UsageRecord.objects.get(message=reply)
+    return record, QuotaPeriod.objects.get(user_id=record.user_id)
 
 
 async def test_anonymous_socket_is_closed_with_4401():
@@ -107,6 +115,10 @@ async def test_stop_cancels_delivery_and_saves_the_partial_answer(chat_socket):
     assert reply.status == "stopped" and reply.content == delivered
     # An aborted stream carries no usage: the delivered text is counted locally, never as zero.
     assert reply.completion_tokens == token_count(delivered) == end["usage"]["completion_tokens"] > 0
+    # ... and the call is accounted: one usage record, the quota moved from reserved to used.
+    record, period = await usage_of(reply)
+    assert (record.status, record.completion_tokens) == ("stopped", reply.completion_tokens)
+    assert (period.used, period.reserved) == (record.billable_tokens, 0) == (end["quota"]["used"], 0)
 
 
 async def test_disconnect_mid_stream_never_leaves_a_message_streaming(user):
@@ -120,6 +132,9 @@ async def test_disconnect_mid_stream_never_leaves_a_message_streaming(user):
     reply = await get_message(saved(frames)["message"])
     assert reply.status == "stopped"
     assert reply.content and reply.completion_tokens == token_count(reply.content)
+    record, period = await usage_of(reply)
+    assert (record.status, record.completion_tokens) == ("stopped", reply.completion_tokens)
+    assert (period.used, period.reserved) == (record.billable_tokens, 0)
 
 
 async def test_provider_error_mid_stream_saves_partial_answer(chat_socket):
