@@ -13,6 +13,7 @@ from tests.chat.conftest import delta_text, open_socket, saved
 from tests.usage.conftest import make_plan
 from usage import services
 from usage.models import ModerationEvent, QuotaPeriod, UsageRecord
+from usage.services import gate
 from usage.tokens import prompt_tokens_upper_bound, token_count
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -234,4 +235,16 @@ async def test_the_spend_cap_refuses_over_the_websocket(chat_socket, user, setti
     error = await chat_socket.receive()
 
     assert error["code"] == "paused" and provider_calls == []
+    await assert_still_usable(chat_socket)
+
+
+async def test_a_failing_quota_store_refuses_with_a_retryable_error(chat_socket, monkeypatch, provider_calls):
+    """I8 for the database: the gate's read fails (as when PostgreSQL is down); nothing is sent to the model."""
+    monkeypatch.setattr(gate, "_GATE_STATE_SQL", "SELECT * FROM a_table_that_is_not_there")
+
+    await chat_socket.send({"type": "message", "conversation": None, "content": "hi"})
+    error = await chat_socket.receive()
+
+    assert error["code"] == "quota_unavailable" and "try again" in error["message"]
+    assert provider_calls == []
     await assert_still_usable(chat_socket)

@@ -91,6 +91,10 @@ _GATE_STATE_SQL = """
 """
 
 
+def _quota_unavailable() -> ServiceUnavailable:
+    return ServiceUnavailable("Usage cannot be checked right now. Please try again shortly.", code="quota_unavailable")
+
+
 def gate_state(*, user) -> GateState:
     """The user's plan and current period, and the service's spend so far and caps: one query, because
     this runs before every paid call (docs/performance.md)."""
@@ -98,7 +102,11 @@ def gate_state(*, user) -> GateState:
     today = now.date()
     adapt = connection.ops.adapt_datetimefield_value
     params = [today.replace(day=1), today, adapt(now), adapt(now), user.pk]
-    row = next(iter(Plan.objects.raw(_GATE_STATE_SQL, params)), None)
+    try:
+        row = next(iter(Plan.objects.raw(_GATE_STATE_SQL, params)), None)
+    except DatabaseError:
+        logger.exception("Quota store unavailable: refusing paid calls")
+        raise _quota_unavailable() from None
     if row is None:  # a user from before plans existed
         user_plan_create(user=user)
         return gate_state(user=user)
@@ -171,9 +179,7 @@ def gate_admit(*, user, state: GateState, model: str, prompt: list[dict], source
         limits.give_back_quietly(tokens_limit, tokens)
         if isinstance(error, DatabaseError):
             logger.exception("Quota store unavailable: refusing paid calls")
-            raise ServiceUnavailable(
-                "Usage cannot be checked right now. Please try again shortly.", code="quota_unavailable"
-            ) from None
+            raise _quota_unavailable() from None
         raise
     cache_key = prompt_cache.key_for(user_id=user.pk, model=model, messages=prompt, max_tokens=max_tokens)
     return Admission(
