@@ -1,4 +1,5 @@
 import logging
+from datetime import datetime
 
 from django.conf import settings
 from django.http import JsonResponse
@@ -31,6 +32,14 @@ class ApplicationErrorMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request, exception):
-        if isinstance(exception, ApplicationError):
-            return JsonResponse({"error": exception.as_dict()}, status=exception.http_status)
-        return None
+        if not isinstance(exception, ApplicationError):
+            return None
+        response = JsonResponse({"error": exception.as_dict()}, status=exception.http_status)
+        details = exception.details
+        if "retry_after" in details:  # a limit refused the request: say when to come back
+            response["Retry-After"] = str(details["retry_after"])
+        if "limit_value" in details:
+            response["X-RateLimit-Limit"] = str(details["limit_value"])
+            response["X-RateLimit-Remaining"] = str(details["remaining"])
+            response["X-RateLimit-Reset"] = str(round(datetime.fromisoformat(details["reset_at"]).timestamp()))
+        return response

@@ -1,0 +1,65 @@
+"""The usage admin: staff read every usage table; plan changes made there go through plan_change."""
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.urls import reverse
+
+from tests.factories import UserFactory
+from tests.usage.conftest import make_plan
+from usage import services
+from usage.models import ModerationEvent, Plan, QuotaPeriod, SpendControl, SpendDay, UsageRecord, UserPlan
+
+pytestmark = pytest.mark.django_db
+
+MODELS = [Plan, UserPlan, QuotaPeriod, UsageRecord, SpendDay, SpendControl, ModerationEvent]
+
+
+@pytest.fixture
+def superuser():
+    return UserFactory(is_staff=True, is_superuser=True)
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda model: model.__name__)
+def test_staff_can_list_every_usage_table_and_users_cannot(client, superuser, user, model):
+    url = reverse(f"admin:usage_{model._meta.model_name}_changelist")
+    client.force_login(user)
+    assert client.get(url).status_code == 302  # to the admin login
+
+    client.force_login(superuser)
+    assert client.get(url).status_code == 200
+
+
+def test_records_written_by_the_gate_cannot_be_edited_in_the_admin(client, superuser, user):
+    period = services.quota_period_current(user=user, plan=services.gate_state(user=user).plan)
+    client.force_login(superuser)
+
+    response = client.post(
+        reverse("admin:usage_quotaperiod_change", args=[period.pk]), {"allowance": 10**12, "used": 0}
+    )
+
+    assert response.status_code == 403
+    period.refresh_from_db()
+    assert period.allowance == 200_000
+
+
+def test_changing_a_users_plan_in_the_admin_applies_the_new_allowance_at_once(client, superuser, user):
+    period = services.quota_period_current(user=user, plan=services.gate_state(user=user).plan)
+    bigger = make_plan(slug="bigger", monthly_token_allowance=9_000_000)
+    client.force_login(superuser)
+
+    response = client.post(reverse("admin:usage_userplan_change", args=[user.pk]), {"user": user.pk, "plan": bigger.pk})
+
+    assert response.status_code == 302
+    period.refresh_from_db()
+    assert UserPlan.objects.get(user=user).plan == bigger
+    assert period.allowance == 9_000_000
+
+
+def test_only_superusers_change_the_spend_cap(client, user):
+    staff = UserFactory(is_staff=True)
+    staff.user_permissions.add(*Permission.objects.filter(content_type__app_label="usage"))
+    client.force_login(staff)
+
+    response = client.post(reverse("admin:usage_spendcontrol_add"), {"kill_switch": "on"})
+
+    assert response.status_code == 403 and not SpendControl.objects.exists()
