@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from aisaas.db import in_db_thread
@@ -349,7 +349,7 @@ async def reply_stream(
         )
         # Shielded: a cancelled caller must not leave the reply unsettled or the call unaccounted.
         period = await asyncio.shield(
-            in_db_thread(reply_settle)(
+            _settle_with_retries(
                 plan=reply.plan,
                 stream=stream,
                 turn=turn,
@@ -361,6 +361,22 @@ async def reply_stream(
         )
         outcome = dataclasses.replace(outcome, quota=period)
     return outcome
+
+
+SETTLE_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
+
+
+async def _settle_with_retries(**settle_arguments) -> dict:
+    """reply_settle, retried through a short database outage: it is idempotent (the message update is
+    conditional and the usage record unique per request), so a retry after an unclear failure writes once."""
+    for delay in (*SETTLE_RETRY_DELAYS, None):
+        try:
+            return await in_db_thread(reply_settle)(**settle_arguments)
+        except DatabaseError:
+            if delay is None:
+                raise
+            logger.warning("Settling a reply failed; retrying in %ss", delay, exc_info=True)
+            await asyncio.sleep(delay)
 
 
 def reply_settle(

@@ -5,6 +5,7 @@ from datetime import datetime
 
 import pytest
 from channels.db import database_sync_to_async
+from django.db import OperationalError
 from django.utils import timezone
 
 from chat import services as chat_services
@@ -248,3 +249,25 @@ async def test_a_failing_quota_store_refuses_with_a_retryable_error(chat_socket,
     assert error["code"] == "quota_unavailable" and "try again" in error["message"]
     assert provider_calls == []
     await assert_still_usable(chat_socket)
+
+
+async def test_settlement_is_retried_through_a_short_database_outage(chat_socket, user, monkeypatch):
+    real_settle = services.usage_settle
+    failures = []
+
+    def flaky_settle(**kwargs):
+        if len(failures) < 2:
+            failures.append(1)
+            raise OperationalError("the database went away")
+        return real_settle(**kwargs)
+
+    monkeypatch.setattr(services, "usage_settle", flaky_settle)
+    monkeypatch.setattr(chat_services, "SETTLE_RETRY_DELAYS", (0.01, 0.01, 0.01))
+
+    frames = await chat_socket.ask("Settle me")
+
+    assert frames[-1]["status"] == "complete" and len(failures) == 2
+    (record,) = await records(user)
+    message = await database_sync_to_async(Message.objects.get)(pk=saved(frames)["message"])
+    assert message.status == "complete" and record.message_id == message.pk
+    assert (await period_of(user)).reserved == 0
