@@ -225,6 +225,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "usage.tasks.reset_monthly_quotas",
         "schedule": crontab(minute=5),
     },
+    "usage-expire-stale-reservations": {
+        "task": "usage.tasks.expire_stale_reservations",
+        "schedule": 300.0,
+    },
 }
 
 # ------------------------------------------------------------------------------------------------------------
@@ -378,3 +382,5 @@ PROMPT_CACHE_ENABLED = env.bool("PROMPT_CACHE_ENABLED", default=True)
 PROMPT_CACHE_TTL_SECONDS = env.int("PROMPT_CACHE_TTL_SECONDS", default=3600)
 # "none": a cache hit costs the user no quota; "full": it is charged like a generated answer.
 PROMPT_CACHE_HIT_CHARGE = env.str("PROMPT_CACHE_HIT_CHARGE", default="none")
+# Longer than any request may run: reservations older than this belong to a process that died.
+USAGE_STALE_RESERVATION_MINUTES = env.int("USAGE_STALE_RESERVATION_MINUTES", default=15)

@@ -61,6 +61,9 @@ class QuotaPeriod(models.Model):
     allowance = models.PositiveBigIntegerField()
     used = models.PositiveBigIntegerField(default=0)
     reserved = models.PositiveBigIntegerField(default=0)
+    # When the latest reservation was made: a period whose reservations are all older than any request can
+    # last holds only leftovers of a process that died mid-request (released by a beat task).
+    reserved_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -13,6 +13,13 @@ def reset_monthly_quotas() -> int:
 
 
 @shared_task(autoretry_for=(Exception,), retry_backoff=True, max_retries=3, soft_time_limit=50, time_limit=60)
+def expire_stale_reservations() -> int:
+    from usage.services import quota_reservations_expire
+
+    return quota_reservations_expire()
+
+
+@shared_task(autoretry_for=(Exception,), retry_backoff=True, max_retries=3, soft_time_limit=50, time_limit=60)
 def alert_spend_cap(*, period: str, amount: str, cap: str) -> None:
     """Mail staff that the global spend cap refuses paid calls (queued once per day or month)."""
     from usage.services import spend_cap_alert_send

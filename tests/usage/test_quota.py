@@ -14,7 +14,7 @@ from tests.factories import UserFactory
 from tests.usage.conftest import make_plan
 from usage import selectors, services
 from usage.models import QuotaPeriod, SpendControl, SpendDay, UsageRecord
-from usage.tasks import reset_monthly_quotas
+from usage.tasks import expire_stale_reservations, reset_monthly_quotas
 from usage.tokens import prompt_tokens_upper_bound
 
 PROMPT = [{"role": "user", "content": "How many tokens can this take?"}]
@@ -274,3 +274,21 @@ def test_an_unreachable_limits_store_refuses_the_call(user, put_on_plan, setting
 
     assert refused.value.code == "limits_unavailable" and refused.value.http_status == 503
     assert not QuotaPeriod.objects.filter(user=user, reserved__gt=0).exists()
+
+
+@pytest.mark.django_db
+def test_reservations_left_by_a_dead_process_are_released_and_a_late_settlement_stays_correct(user, put_on_plan):
+    plan = put_on_plan(user, max_tokens_per_request=100)
+    stale = admit(user, plan)  # its process "dies": never settled
+    QuotaPeriod.objects.filter(pk=stale.period_id).update(reserved_at=timezone.now() - timedelta(minutes=20))
+    other = UserFactory()
+    live = admit(other, services.gate_state(user=other).plan)  # a request still running
+
+    assert expire_stale_reservations.apply().get() == 1
+    assert expire_stale_reservations.apply().get() == 0
+
+    assert current_period(user).reserved == 0
+    assert current_period(other).reserved == live.reserved_tokens
+    settle(stale, 10, 5)  # the "dead" request was only slow after all
+    period = current_period(user)
+    assert (period.used, period.reserved) == (15, 0)

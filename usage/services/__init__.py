@@ -12,7 +12,13 @@ Where each invariant is enforced, and the test that proves it: docs/architecture
 
 from usage.errors import ContentFlagged, LimitReached, SpendCapReached
 from usage.services.gate import Admission, GateState, gate_admit, gate_release, gate_state, moderation_check
-from usage.services.periods import calendar_month, quota_period_current, quota_periods_roll_over, quota_reserve
+from usage.services.periods import (
+    calendar_month,
+    quota_period_current,
+    quota_periods_roll_over,
+    quota_reservations_expire,
+    quota_reserve,
+)
 from usage.services.plans import plan_change, user_plan_create
 from usage.services.settle import Settlement, cost_of, limits_settle, usage_settle
 from usage.services.spend import spend_cap_alert_send, spend_check
@@ -34,6 +40,7 @@ __all__ = [
     "plan_change",
     "quota_period_current",
     "quota_periods_roll_over",
+    "quota_reservations_expire",
     "quota_reserve",
     "spend_cap_alert_send",
     "spend_check",

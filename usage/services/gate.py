@@ -10,7 +10,6 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import DatabaseError, connection
-from django.db.models import F
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -19,7 +18,7 @@ from aisaas.errors import ServiceUnavailable
 from usage import limits, prompt_cache
 from usage.errors import ContentFlagged, LimitReached
 from usage.models import ModerationEvent, Plan, QuotaPeriod
-from usage.services.periods import quota_period_current, quota_reserve
+from usage.services.periods import quota_period_current, quota_reservation_release, quota_reserve
 from usage.services.plans import user_plan_create
 from usage.services.spend import spend_check
 from usage.tokens import prompt_tokens_upper_bound
@@ -200,7 +199,7 @@ def gate_admit(*, user, state: GateState, model: str, prompt: list[dict], source
 
 def gate_release(admission: Admission) -> None:
     """Undo an admission that led to no provider call (moderation refused it, the client went away)."""
-    QuotaPeriod.objects.filter(pk=admission.period_id).update(reserved=F("reserved") - admission.reserved_tokens)
+    quota_reservation_release(period_id=admission.period_id, tokens=admission.reserved_tokens)
     limits.give_back_quietly(admission.tokens_limit, admission.reserved_tokens)
 
 

@@ -2,6 +2,7 @@
 
 from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -33,8 +34,9 @@ def quota_reserve(*, period: QuotaPeriod, tokens: int) -> None:
     hold more than the allowance between them (I1)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "UPDATE usage_quotaperiod SET reserved = reserved + %s WHERE id = %s AND used + reserved + %s <= allowance",
-            [tokens, period.pk, tokens],
+            "UPDATE usage_quotaperiod SET reserved = reserved + %s, reserved_at = %s "
+            "WHERE id = %s AND used + reserved + %s <= allowance",
+            [tokens, connection.ops.adapt_datetimefield_value(timezone.now()), period.pk, tokens],
         )
         held = cursor.rowcount == 1
     if not held:
@@ -71,3 +73,22 @@ def quota_periods_roll_over(*, now: datetime | None = None) -> int:
     with connection.cursor() as cursor:
         cursor.execute(sql, [adapt(start), adapt(end), adapt(now), adapt(now), adapt(now)])
         return cursor.rowcount
+
+
+def quota_reservation_release(*, period_id: int, tokens: int) -> None:
+    """Give back a reservation that led to no provider call. Never below zero (as in settlement): the
+    reservation may already have been released as stale by quota_reservations_expire."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE usage_quotaperiod SET reserved = CASE WHEN reserved > %s THEN reserved - %s ELSE 0 END "
+            "WHERE id = %s",
+            [tokens, tokens, period_id],
+        )
+
+
+def quota_reservations_expire() -> int:
+    """Release the reservations of requests that can no longer be running: a web process died between the
+    reservation and the settlement. Only periods with no reservation for USAGE_STALE_RESERVATION_MINUTES
+    (longer than any request may stream) are touched, so a live request is never robbed. Safe to run twice."""
+    cutoff = timezone.now() - timedelta(minutes=settings.USAGE_STALE_RESERVATION_MINUTES)
+    return QuotaPeriod.objects.filter(reserved__gt=0, reserved_at__lt=cutoff).update(reserved=0)

@@ -38,8 +38,11 @@ _RECORD_INSERT_SQL = """
     VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
     ON CONFLICT (request_id) DO NOTHING
 """
+# `reserved` never goes below zero: a slow request's reservation may have been released as stale meanwhile.
 _QUOTA_SETTLE_SQL = """
-    UPDATE usage_quotaperiod SET used = used + %s, reserved = reserved - %s WHERE id = %s
+    UPDATE usage_quotaperiod
+    SET used = used + %s, reserved = CASE WHEN reserved > %s THEN reserved - %s ELSE 0 END
+    WHERE id = %s
     RETURNING allowance, used, reserved
 """
 _SPEND_ADD_SQL = """
@@ -93,7 +96,8 @@ def usage_settle(
         )
         recorded = cursor.rowcount == 1
         if recorded:
-            cursor.execute(_QUOTA_SETTLE_SQL, [billable, admission.reserved_tokens, admission.period_id])
+            reserved_tokens = admission.reserved_tokens
+            cursor.execute(_QUOTA_SETTLE_SQL, [billable, reserved_tokens, reserved_tokens, admission.period_id])
             allowance, used, reserved = cursor.fetchone()
             cursor.execute(
                 _SPEND_ADD_SQL,
