@@ -1,10 +1,10 @@
 import json
 
-from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from aisaas.asgi import application
+from aisaas.db import in_db_thread as database_sync_to_async
 
 ORIGIN = b"http://127.0.0.1:8000"
 

@@ -3,8 +3,8 @@
 import asyncio
 
 import pytest
-from channels.db import database_sync_to_async
 
+from aisaas.db import in_db_thread as database_sync_to_async
 from aisaas.devllm.behaviour import answer_tokens
 from chat import services
 from chat.models import Conversation, Message

@@ -4,10 +4,10 @@ import asyncio
 from datetime import datetime
 
 import pytest
-from channels.db import database_sync_to_async
 from django.db import OperationalError
 from django.utils import timezone
 
+from aisaas.db import in_db_thread as database_sync_to_async
 from chat import services as chat_services
 from chat.models import Message
 from tests.chat.conftest import delta_text, open_socket, saved
