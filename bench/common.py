@@ -16,6 +16,19 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
+def compared_ms(ours: tuple[str, list[float]], baseline: tuple[str, list[float]], metric: str = "") -> dict:
+    """p50 and p99 of both sides (seconds in, milliseconds out) and what ours adds, e.g. with metric "ttft":
+    {"direct_ttft_p50_ms", ..., "ws_ttft_p99_ms", "added_ttft_p50_ms", "added_ttft_p99_ms"}."""
+    metric = f"_{metric}" if metric else ""
+    row = {}
+    for label, values in (baseline, ours):
+        for q in (50, 99):
+            row[f"{label}{metric}_p{q}_ms"] = percentile(values, q) * 1000
+    for q in (50, 99):
+        row[f"added{metric}_p{q}_ms"] = row[f"{ours[0]}{metric}_p{q}_ms"] - row[f"{baseline[0]}{metric}_p{q}_ms"]
+    return row
+
+
 def bench_environment() -> dict[str, str]:
     """The embedded default (DEBUG, SQLite file), or with BENCH_DATABASE_URL and REDIS_URL production settings."""
     if not os.environ.get("BENCH_DATABASE_URL"):

@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import bench_environment, bench_plan, django_setup, percentile  # noqa: E402
+from bench.common import bench_environment, bench_plan, compared_ms, django_setup, percentile  # noqa: E402
 from tests.servers import start_devllm  # noqa: E402
 
 
@@ -105,15 +105,9 @@ def run(messages: int) -> dict:
         timings["gated"].append(time.perf_counter() - started)
         Connection.send_command = original_send
 
-    ms = 1000
     return {
         "messages": messages,
-        "baseline_p50_ms": percentile(timings["baseline"], 50) * ms,
-        "baseline_p99_ms": percentile(timings["baseline"], 99) * ms,
-        "gated_p50_ms": percentile(timings["gated"], 50) * ms,
-        "gated_p99_ms": percentile(timings["gated"], 99) * ms,
-        "added_p50_ms": (percentile(timings["gated"], 50) - percentile(timings["baseline"], 50)) * ms,
-        "added_p99_ms": (percentile(timings["gated"], 99) - percentile(timings["baseline"], 99)) * ms,
+        **compared_ms(("gated", timings["gated"]), ("baseline", timings["baseline"])),
         "redis_commands_per_message": {name: count / messages for name, count in sorted(commands.items())},
     }
 

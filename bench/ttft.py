@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import bench_environment, bench_plan, django_setup, percentile  # noqa: E402
+from bench.common import bench_environment, bench_plan, compared_ms, django_setup, percentile  # noqa: E402
 from tests.servers import start_daphne, start_devllm  # noqa: E402
 
 SYSTEM = "You are a helpful assistant. You are talking to bench. Today is 2026-01-01."
@@ -172,12 +172,7 @@ def summarize(direct: dict, ours: dict, tokens: int) -> dict:
     streams = len(ours["ttft"])
     return {
         "streams": streams,
-        "direct_ttft_p50_ms": percentile(direct["ttft"], 50) * ms,
-        "direct_ttft_p99_ms": percentile(direct["ttft"], 99) * ms,
-        "ws_ttft_p50_ms": percentile(ours["ttft"], 50) * ms,
-        "ws_ttft_p99_ms": percentile(ours["ttft"], 99) * ms,
-        "added_ttft_p50_ms": (percentile(ours["ttft"], 50) - percentile(direct["ttft"], 50)) * ms,
-        "added_ttft_p99_ms": (percentile(ours["ttft"], 99) - percentile(direct["ttft"], 99)) * ms,
+        **compared_ms(("ws", ours["ttft"]), ("direct", direct["ttft"]), metric="ttft"),
         "direct_gap_p50_ms": percentile(direct["gaps"], 50) * ms,
         "direct_gap_p99_ms": percentile(direct["gaps"], 99) * ms,
         "ws_frame_gap_p50_ms": percentile(ours["gaps"], 50) * ms,

@@ -20,7 +20,8 @@ def chat_page(request, conversation_id: int | None = None):
         conversation = selectors.conversation_get(user=request.user, conversation_id=conversation_id)
         messages = selectors.message_list(conversation=conversation)
     catalogue = model_catalogue()
-    plan, meter = usage_selectors.plan_and_period(user=request.user)
+    plan, period = usage_selectors.plan_and_period(user=request.user)
+    meter = usage_selectors.quota_meter(period=period)
     models = [m.id for m in catalogue.models if plan.allows_model(m.id)]
     return render(
         request,

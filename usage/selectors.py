@@ -25,16 +25,6 @@ def quota_meter(*, period: QuotaPeriod) -> dict:
     }
 
 
-def period_start_for(*, user, end):
-    """The start of the user's period ending at `end` (a calendar month if it has not been created yet)."""
-    period = QuotaPeriod.objects.filter(user=user, end=end).order_by("-start").first()
-    if period is not None:
-        return period.start
-    from usage.services import calendar_month
-
-    return calendar_month(end - timedelta(seconds=1))[0]
-
-
 def default_plan() -> Plan:
     return Plan.objects.get(is_default=True)
 
@@ -44,8 +34,9 @@ def plan_for(*, user) -> Plan:
     return user_plan.plan if user_plan else default_plan()
 
 
-def plan_and_period(*, user) -> tuple[Plan, dict]:
-    """The user's plan and current period meter (a period not started yet shows the full allowance)."""
+def plan_and_period(*, user) -> tuple[Plan, QuotaPeriod]:
+    """The user's plan and current period. Reading never writes: a period not started yet is returned
+    unsaved, with the full allowance."""
     plan = plan_for(user=user)
     now = timezone.now()
     period = QuotaPeriod.objects.filter(user=user, start__lte=now, end__gt=now).order_by("-start").first()
@@ -54,7 +45,7 @@ def plan_and_period(*, user) -> tuple[Plan, dict]:
 
         start, end = calendar_month(now)
         period = QuotaPeriod(user=user, start=start, end=end, allowance=plan.monthly_token_allowance)
-    return plan, quota_meter(period=period)
+    return plan, period
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
-from django.utils import timezone
 
 from usage import selectors
 from usage.charts import bar_chart
@@ -12,16 +11,15 @@ from usage.charts import bar_chart
 @login_required
 def usage_overview(request):
     """The user's own usage this period: the meter, tokens per day (chart) and per model."""
-    plan, meter = selectors.plan_and_period(user=request.user)
-    period_end = timezone.datetime.fromisoformat(meter["reset_at"])
-    period_start = selectors.period_start_for(user=request.user, end=period_end)
+    plan, period = selectors.plan_and_period(user=request.user)
+    period_start, period_end = period.start, period.end
     days = selectors.usage_by_day(user=request.user, start=period_start, end=period_end)
     return render(
         request,
         "usage/overview.html",
         {
             "plan": plan,
-            "meter": meter,
+            "meter": selectors.quota_meter(period=period),
             "period_start": period_start,
             "period_end": period_end,
             "period_last_day": period_end - timedelta(seconds=1),
