@@ -7,7 +7,8 @@ for an identical question. Regenerate never reads the cache (the user asked for 
 Charging for hits is PROMPT_CACHE_HIT_CHARGE: "none" (default; a hit costs no quota, and no provider cost is
 recorded) or "full" (charged as if generated). Either way the hit is one cached UsageRecord.
 
-The cache is not correctness-critical: if the store fails, a lookup is a miss and a write is skipped.
+Whether a request uses the cache at all (PROMPT_CACHE_ENABLED, not for regenerate) is decided by the gate:
+an admission carries a cache key or none. The cache is not correctness-critical: if the store fails, a lookup is a miss and a write is skipped.
 """
 
 import hashlib
@@ -36,8 +37,6 @@ def key_for(*, user_id: int, model: str, messages: list[dict], max_tokens: int) 
 
 
 def get(key: str) -> dict | None:
-    if not settings.PROMPT_CACHE_ENABLED:
-        return None
     try:
         return cache.get(key)
     except Exception:
@@ -46,8 +45,6 @@ def get(key: str) -> dict | None:
 
 
 def put(key: str, *, text: str, model: str, prompt_tokens: int, completion_tokens: int) -> None:
-    if not settings.PROMPT_CACHE_ENABLED:
-        return
     answer = {"text": text, "model": model, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
     try:
         cache.set(key, answer, timeout=settings.PROMPT_CACHE_TTL_SECONDS)

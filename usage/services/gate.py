@@ -15,6 +15,7 @@ from django.utils.dateparse import parse_datetime
 
 from aisaas.db import in_db_thread
 from aisaas.errors import ServiceUnavailable
+from chat.llm import moderation_categories
 from usage import limits, prompt_cache
 from usage.errors import ContentFlagged, LimitReached
 from usage.models import ModerationEvent, Plan, QuotaPeriod
@@ -180,7 +181,9 @@ def gate_admit(*, user, state: GateState, model: str, prompt: list[dict], source
             logger.exception("Quota store unavailable: refusing paid calls")
             raise _quota_unavailable() from None
         raise
-    cache_key = prompt_cache.key_for(user_id=user.pk, model=model, messages=prompt, max_tokens=max_tokens)
+    cache_key = None
+    if cacheable and settings.PROMPT_CACHE_ENABLED:
+        cache_key = prompt_cache.key_for(user_id=user.pk, model=model, messages=prompt, max_tokens=max_tokens)
     return Admission(
         request_id=uuid.uuid4().hex,
         user_id=user.pk,
@@ -191,8 +194,8 @@ def gate_admit(*, user, state: GateState, model: str, prompt: list[dict], source
         period_end=period.end,
         reserved_tokens=tokens,
         tokens_limit=tokens_limit,
-        cache_key=cache_key if cacheable else None,
-        cached_answer=prompt_cache.get(cache_key) if cacheable else None,
+        cache_key=cache_key,
+        cached_answer=prompt_cache.get(cache_key) if cache_key else None,
         admitted_at=time.monotonic(),
     )
 
@@ -208,8 +211,6 @@ async def moderation_check(*, user, admission: Admission, text: str) -> None:
     model before this passes. If moderation cannot be reached the request is refused (retryable)."""
     if not settings.MODERATION_ENABLED:
         return
-    from chat.llm import moderation_categories
-
     try:
         categories = await moderation_categories(text)
     except Exception:
