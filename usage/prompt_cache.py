@@ -8,7 +8,8 @@ Charging for hits is PROMPT_CACHE_HIT_CHARGE: "none" (default; a hit costs no qu
 recorded) or "full" (charged as if generated). Either way the hit is one cached UsageRecord.
 
 Whether a request uses the cache at all (PROMPT_CACHE_ENABLED, not for regenerate) is decided by the gate:
-an admission carries a cache key or none. The cache is not correctness-critical: if the store fails, a lookup is a miss and a write is skipped.
+an admission carries a cache key or none. The cache is not correctness-critical: if the store fails, a
+lookup is a miss and a write is skipped.
 """
 
 import hashlib
