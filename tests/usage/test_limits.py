@@ -69,10 +69,10 @@ def test_limits_are_per_key(limiter):
 
 
 def test_the_window_slides(limiter):
-    limit = limits.Limit("requests_per_minute", "slide", 2, 1, 1)  # 2 a second
+    limit = limits.Limit("requests_per_minute", "slide", 2, 2, 1)  # 2 in 2 s: one comes back every second
     assert limiter.take([limit]).allowed and limiter.take([limit]).allowed
     assert not limiter.take([limit]).allowed
-    time.sleep(0.55)  # one request every 0.5 s comes back
+    time.sleep(1.1)  # one has come back (and a slow machine has up to 0.9 s before a second would)
     assert limiter.take([limit]).allowed
     assert not limiter.take([limit]).allowed
 
