@@ -349,7 +349,8 @@ function showBanner(text, kind) {
 function updateMeter() {
   usageMeter.querySelector("progress").max = quota.allowance;
   usageMeter.querySelector("progress").value = quota.used;
-  usageText.textContent = `${numbers.format(quota.used)} / ${numbers.format(quota.allowance)} tokens`;
+  const resets = new Date(quota.reset_at).toLocaleDateString(undefined, { month: "short", day: "numeric" });
+  usageText.textContent = `${numbers.format(quota.used)} / ${numbers.format(quota.allowance)} tokens · resets ${resets}`;
   usageMeter.className = `usage-meter meter-${quota.level}`;
   usageMeter.title = `Tokens used this period; the allowance resets ${resetDate(quota.reset_at)}`;
   if (limitedUntil) return; // the limit's countdown has the banner

@@ -148,7 +148,7 @@ def test_the_usage_meter_warns_and_a_limit_holds_the_send_button_with_a_countdow
     QuotaPeriod.objects.filter(pk=period.pk).update(used=85_000)
     sign_in(page, browser_user, PASSWORD)
 
-    assert page.inner_text("#usage-text") == "85,000 / 100,000 tokens"
+    assert page.inner_text("#usage-text").startswith("85,000 / 100,000 tokens · resets ")
     assert "You have used 85% of this period's tokens" in page.inner_text("#limit-banner")
     send(page, "one")
     page.wait_for_selector("article.message.assistant.complete")
