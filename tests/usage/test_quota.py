@@ -292,3 +292,33 @@ def test_reservations_left_by_a_dead_process_are_released_and_a_late_settlement_
     settle(stale, 10, 5)  # the "dead" request was only slow after all
     period = current_period(user)
     assert (period.used, period.reserved) == (15, 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_same_call_settled_concurrently_is_accounted_once(put_on_plan):
+    """I2 under a race: eight threads settle one admission at once (each on its own connection)."""
+    user = UserFactory()
+    admission = admit(user, put_on_plan(user))
+    barrier = threading.Barrier(8)
+    results, errors = [], []
+
+    def settle_once():
+        try:
+            barrier.wait()
+            results.append(settle(admission, 10, 5).recorded)
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=settle_once) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert not errors and sorted(results) == [False] * 7 + [True]
+    assert UsageRecord.objects.filter(request_id=admission.request_id).count() == 1
+    period = current_period(user)
+    assert (period.used, period.reserved) == (15, 0)
+    assert SpendDay.objects.get().requests == 1

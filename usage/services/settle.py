@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from aisaas.db import statement_batch
 from chat.llm import model_catalogue
 from usage import limits
 from usage.models import QuotaPeriod, SpendDay
@@ -32,23 +33,29 @@ class Settlement:
     meter: dict  # the user's period afterwards, as usage.selectors.quota_meter shows it
 
 
+# The three statements of a settlement go to the database as one batch (one round trip on PostgreSQL), so
+# none may depend on another's result in Python. Exactly-once therefore lives in the SQL: the record is
+# inserted unless its request id exists (the unique index makes a concurrent duplicate wait, then skip), and
+# the quota and spend change only if the record of *this attempt* (its created_at) is there.
 _RECORD_INSERT_SQL = """
     INSERT INTO usage_usagerecord (user_id, conversation_id, message_id, request_id, source, model, status,
         prompt_tokens, completion_tokens, billable_tokens, cost, cached, latency_ms, created_at)
     VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
     ON CONFLICT (request_id) DO NOTHING
 """
+_SPEND_ADD_SQL = """
+    INSERT INTO usage_spendday (day, shard, cost, requests)
+    SELECT %s, %s, %s, 1
+    WHERE EXISTS (SELECT 1 FROM usage_usagerecord WHERE request_id = %s AND created_at = %s)
+    ON CONFLICT (day, shard) DO UPDATE
+    SET cost = usage_spendday.cost + EXCLUDED.cost, requests = usage_spendday.requests + 1
+"""
 # `reserved` never goes below zero: a slow request's reservation may have been released as stale meanwhile.
 _QUOTA_SETTLE_SQL = """
     UPDATE usage_quotaperiod
     SET used = used + %s, reserved = CASE WHEN reserved > %s THEN reserved - %s ELSE 0 END
-    WHERE id = %s
+    WHERE id = %s AND EXISTS (SELECT 1 FROM usage_usagerecord WHERE request_id = %s AND created_at = %s)
     RETURNING allowance, used, reserved
-"""
-_SPEND_ADD_SQL = """
-    INSERT INTO usage_spendday (day, shard, cost, requests) VALUES (%s, %s, %s, 1)
-    ON CONFLICT (day, shard) DO UPDATE
-    SET cost = usage_spendday.cost + EXCLUDED.cost, requests = usage_spendday.requests + 1
 """
 
 
@@ -65,53 +72,53 @@ def usage_settle(
 ) -> Settlement:
     """Account for one provider call (or cache hit) exactly once (I2): the usage record, the period's quota
     moved from reserved to used at the actual amount, and the day's spend. Run it inside the transaction that
-    saves the answer, so both or neither are written. Plain SQL: it runs after every message."""
+    saves the answer, so both or neither are written. Plain SQL, batched: it runs after every message."""
     if cached:
         cost = Decimal(0)  # nothing was paid to the provider
         billable = prompt_tokens + completion_tokens if settings.PROMPT_CACHE_HIT_CHARGE == "full" else 0
     else:
         cost = cost_of(model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
         billable = prompt_tokens + completion_tokens
-    now = timezone.now()
-    ops = connection.ops
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            _RECORD_INSERT_SQL,
-            [
-                admission.user_id,
-                conversation_id,
-                message_id,
-                admission.request_id,
-                admission.source,
-                model,
-                status,
-                prompt_tokens,
-                completion_tokens,
-                billable,
-                ops.adapt_decimalfield_value(cost, 20, 10),
-                cached,
-                round((time.monotonic() - admission.admitted_at) * 1000),
-                ops.adapt_datetimefield_value(now),
-            ],
-        )
-        recorded = cursor.rowcount == 1
-        if recorded:
-            reserved_tokens = admission.reserved_tokens
-            cursor.execute(_QUOTA_SETTLE_SQL, [billable, reserved_tokens, reserved_tokens, admission.period_id])
-            allowance, used, reserved = cursor.fetchone()
+    ops, now = connection.ops, timezone.now()
+    request_id, created_at = admission.request_id, ops.adapt_datetimefield_value(now)
+    cost_value = ops.adapt_decimalfield_value(cost, 20, 10)
+    reserved_tokens = admission.reserved_tokens
+    # savepoint=False: inside the answer's transaction this adds no SAVEPOINT round trips; on its own it is
+    # still one transaction.
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        with statement_batch():
             cursor.execute(
-                _SPEND_ADD_SQL,
+                _RECORD_INSERT_SQL,
                 [
-                    ops.adapt_datefield_value(now.date()),
-                    admission.user_id % SpendDay.SHARDS,
-                    ops.adapt_decimalfield_value(cost, 20, 10),
+                    admission.user_id,
+                    conversation_id,
+                    message_id,
+                    request_id,
+                    admission.source,
+                    model,
+                    status,
+                    prompt_tokens,
+                    completion_tokens,
+                    billable,
+                    cost_value,
+                    cached,
+                    round((time.monotonic() - admission.admitted_at) * 1000),
+                    created_at,
                 ],
             )
-        else:  # settled before (a retry): report the period as it is
-            period = QuotaPeriod.objects.get(pk=admission.period_id)
-            allowance, used, reserved = period.allowance, period.used, period.reserved
-    period = QuotaPeriod(allowance=allowance, used=used, reserved=reserved, end=admission.period_end)
-    return Settlement(recorded, billable if recorded else 0, quota_meter(period=period))
+            shard = admission.user_id % SpendDay.SHARDS
+            day = ops.adapt_datefield_value(now.date())
+            cursor.execute(_SPEND_ADD_SQL, [day, shard, cost_value, request_id, created_at])
+            cursor.execute(
+                _QUOTA_SETTLE_SQL,
+                [billable, reserved_tokens, reserved_tokens, admission.period_id, request_id, created_at],
+            )
+        row = cursor.fetchone()  # the quota row, if this attempt recorded the call
+    if row is None:  # settled before (a retry): report the period as it is
+        period = QuotaPeriod.objects.get(pk=admission.period_id)
+    else:
+        period = QuotaPeriod(allowance=row[0], used=row[1], reserved=row[2], end=admission.period_end)
+    return Settlement(row is not None, billable if row is not None else 0, quota_meter(period=period))
 
 
 def limits_settle(*, admission: Admission, settlement: Settlement) -> None:
