@@ -230,7 +230,10 @@ def test_the_spend_cap_refuses_paid_calls_and_tells_staff_once(user, put_on_plan
     for _ in range(3):
         with pytest.raises(services.SpendCapReached) as refused:
             admit(user, plan)
-    assert refused.value.as_dict()["limit"] == "spend_per_day"
+    details = refused.value.as_dict()
+    assert details["limit"] == "spend_per_day"
+    tomorrow = (timezone.now() + timedelta(days=1)).date()
+    assert details["reset_at"] == f"{tomorrow.isoformat()}T00:00:00+00:00" and 0 < details["retry_after"] <= 86400
     assert not QuotaPeriod.objects.filter(user=user, reserved__gt=0).exists()
     assert len(mail.outbox) == 1 and "Spend cap reached" in mail.outbox[0].subject
 

@@ -1,6 +1,7 @@
 """The global spend cap: daily and monthly ceilings on what the provider may cost, and a kill switch."""
 
 import logging
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,7 @@ from django.core.mail import mail_admins
 from django.utils import timezone
 
 from usage.errors import SpendCapReached
+from usage.services.periods import calendar_month
 
 if TYPE_CHECKING:
     from usage.services.gate import GateState
@@ -28,10 +30,18 @@ def spend_check(state: "GateState") -> None:
     for period, amount, cap in (("day", state.spent_today, daily_cap), ("month", state.spent_this_month, monthly_cap)):
         if amount >= cap:
             _spend_cap_alert(period=period, amount=amount, cap=cap)
+            now = timezone.now()
+            reopens = _next_day(now) if period == "day" else calendar_month(now)[1]
             raise SpendCapReached(
                 "The service has reached its spending limit for now. Please try again later.",
                 limit=f"spend_per_{period}",
+                reset_at=reopens.isoformat(),  # unless staff raise the cap first
+                retry_after=max(1, round((reopens - now).total_seconds())),
             )
+
+
+def _next_day(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
 
 
 def _spend_cap_alert(*, period: str, amount: Decimal, cap: Decimal) -> None:
