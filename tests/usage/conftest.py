@@ -1,4 +1,7 @@
+import threading
+
 import pytest
+from django.db import connection
 
 from usage.models import Plan
 from usage.services import plan_change
@@ -29,3 +32,27 @@ def put_on_plan():
         return plan
 
     return put
+
+
+def race(count: int, work) -> list:
+    """Run `work()` in `count` threads released at the same instant, each with its own database connection;
+    returns their results. An exception in any thread fails the test."""
+    barrier = threading.Barrier(count)
+    results, errors = [], []
+
+    def run():
+        try:
+            barrier.wait()
+            results.append(work())
+        except Exception as error:
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    return results

@@ -1,17 +1,15 @@
 """Quota periods and reservations (I1, I6), settlement (I2), plan changes, the spend cap."""
 
-import threading
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.core import mail
-from django.db import connection
 from django.utils import timezone
 
 from aisaas.errors import ServiceUnavailable
 from tests.factories import UserFactory
-from tests.usage.conftest import make_plan
+from tests.usage.conftest import make_plan, race
 from usage import selectors, services
 from usage.models import QuotaPeriod, SpendControl, SpendDay, UsageRecord
 from usage.tasks import expire_stale_reservations, reset_monthly_quotas
@@ -127,35 +125,21 @@ def test_sixty_racing_requests_never_overshoot_the_allowance(put_on_plan):
     worst_case = prompt_tokens_upper_bound(PROMPT) + 100
     plan = put_on_plan(user, monthly_token_allowance=worst_case * 10 + worst_case // 2, max_tokens_per_request=100)
     services.quota_period_current(user=user, plan=plan)
-    barrier = threading.Barrier(60)
-    admitted, refused, errors = [], [], []
 
     def request():
         try:
-            barrier.wait()
-            try:
-                admission = admit(user, plan)
-            except services.LimitReached:
-                refused.append(1)
-                return
-            settle(admission, prompt_tokens=worst_case - 100, completion_tokens=100)
-            admitted.append(admission)
-        except Exception as error:  # pragma: no cover - reported below
-            errors.append(error)
-        finally:
-            connection.close()
+            admission = admit(user, plan)
+        except services.LimitReached:
+            return "refused"
+        settle(admission, prompt_tokens=worst_case - 100, completion_tokens=100)
+        return "admitted"
 
-    threads = [threading.Thread(target=request) for _ in range(60)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = race(60, request)
 
-    assert not errors
     period = current_period(user)
     overshoot = max(0, period.used - period.allowance)
     assert overshoot == 0
-    assert (len(admitted), len(refused)) == (10, 50)
+    assert (outcomes.count("admitted"), outcomes.count("refused")) == (10, 50)
     assert (period.used, period.reserved) == (worst_case * 10, 0)
     assert UsageRecord.objects.filter(user=user).count() == 10
 
@@ -302,25 +286,10 @@ def test_the_same_call_settled_concurrently_is_accounted_once(put_on_plan):
     """I2 under a race: eight threads settle one admission at once (each on its own connection)."""
     user = UserFactory()
     admission = admit(user, put_on_plan(user))
-    barrier = threading.Barrier(8)
-    results, errors = [], []
 
-    def settle_once():
-        try:
-            barrier.wait()
-            results.append(settle(admission, 10, 5).recorded)
-        except Exception as error:  # pragma: no cover - reported below
-            errors.append(error)
-        finally:
-            connection.close()
+    results = race(8, lambda: settle(admission, 10, 5).recorded)
 
-    threads = [threading.Thread(target=settle_once) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-    assert not errors and sorted(results) == [False] * 7 + [True]
+    assert sorted(results) == [False] * 7 + [True]
     assert UsageRecord.objects.filter(request_id=admission.request_id).count() == 1
     period = current_period(user)
     assert (period.used, period.reserved) == (15, 0)
