@@ -103,13 +103,18 @@ def title_from(content: str) -> str:
     return first_line[: TITLE_MAX_CHARS - 1].rstrip() + "…"
 
 
+def models_for(plan) -> tuple[list[str], str]:
+    """The configured models the plan allows, and the one to preselect: the configured default if the plan
+    allows it, else the plan's first (the configured default when the plan allows none, to be refused)."""
+    catalogue = model_catalogue()
+    allowed = [model.id for model in catalogue.models if plan.allows_model(model.id)]
+    return allowed, catalogue.default.id if catalogue.default.id in allowed or not allowed else allowed[0]
+
+
 def model_resolve(model_id: str | None, *, plan) -> str:
     catalogue = model_catalogue()
     if not model_id:
-        default = catalogue.default.id
-        if plan.allows_model(default):
-            return default
-        model_id = next((model.id for model in catalogue.models if plan.allows_model(model.id)), default)
+        model_id = models_for(plan)[1]
     if catalogue.get(model_id) is None:
         raise InvalidInput(f"Unknown model {model_id!r}.", code="unknown_model")
     if not plan.allows_model(model_id):

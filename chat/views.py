@@ -8,7 +8,6 @@ from django.views.decorators.http import require_POST
 
 from aisaas.errors import InvalidInput
 from chat import selectors, services
-from chat.llm import model_catalogue
 from usage import selectors as usage_selectors
 
 
@@ -19,10 +18,9 @@ def chat_page(request, conversation_id: int | None = None):
     if conversation_id is not None:
         conversation = selectors.conversation_get(user=request.user, conversation_id=conversation_id)
         messages = selectors.message_list(conversation=conversation)
-    catalogue = model_catalogue()
     plan, period = usage_selectors.plan_and_period(user=request.user)
     meter = usage_selectors.quota_meter(period=period)
-    models = [m.id for m in catalogue.models if plan.allows_model(m.id)]
+    models, default_model = services.models_for(plan)
     return render(
         request,
         "chat/chat.html",
@@ -35,7 +33,7 @@ def chat_page(request, conversation_id: int | None = None):
                 "conversation": conversation.pk if conversation else None,
                 "messages": [{**m, "created_at": m["created_at"].isoformat()} for m in messages],
                 "models": models,
-                "defaultModel": catalogue.default.id if catalogue.default.id in models else models[0],
+                "defaultModel": default_model,
                 "plan": plan.name,
                 "quota": meter,
                 "demo": settings.LLM_DEMO,

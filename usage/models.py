@@ -52,6 +52,12 @@ class UserPlan(models.Model):
         return f"{self.user} on {self.plan}"
 
 
+class QuotaPeriodQuerySet(models.QuerySet):
+    def containing(self, moment):
+        """The periods running at `moment` (periods are [start, end))."""
+        return self.filter(start__lte=moment, end__gt=moment)
+
+
 class QuotaPeriod(models.Model):
     """A user's token allowance for one period: [start, end). `reserved` covers requests in flight."""
 
@@ -65,6 +71,8 @@ class QuotaPeriod(models.Model):
     # last holds only leftovers of a process that died mid-request (released by a beat task).
     reserved_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+
+    objects = QuotaPeriodQuerySet.as_manager()
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "start"], name="one_quota_period_per_start")]

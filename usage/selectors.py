@@ -1,7 +1,7 @@
 """Reads for the usage meter and the /usage/ page."""
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from django.db.models import Count, Sum
 from django.db.models.functions import TruncDate
@@ -25,6 +25,18 @@ def quota_meter(*, period: QuotaPeriod) -> dict:
     }
 
 
+def calendar_month(moment: datetime) -> tuple[datetime, datetime]:
+    """The UTC calendar month containing `moment`, as [start, end)."""
+    moment = moment.astimezone(UTC)
+    start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = (start + timedelta(days=32)).replace(day=1)
+    return start, end
+
+
+def quota_period_at(*, user, moment: datetime) -> QuotaPeriod | None:
+    return QuotaPeriod.objects.filter(user=user).containing(moment).order_by("-start").first()
+
+
 def default_plan() -> Plan:
     return Plan.objects.get(is_default=True)
 
@@ -39,10 +51,8 @@ def plan_and_period(*, user) -> tuple[Plan, QuotaPeriod]:
     unsaved, with the full allowance."""
     plan = plan_for(user=user)
     now = timezone.now()
-    period = QuotaPeriod.objects.filter(user=user, start__lte=now, end__gt=now).order_by("-start").first()
+    period = quota_period_at(user=user, moment=now)
     if period is None:
-        from usage.services import calendar_month
-
         start, end = calendar_month(now)
         period = QuotaPeriod(user=user, start=start, end=end, allowance=plan.monthly_token_allowance)
     return plan, period

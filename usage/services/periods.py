@@ -1,6 +1,6 @@
 """Quota periods: the monthly token allowance, reserved before a call and settled after (I1, I6)."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
@@ -8,19 +8,13 @@ from django.utils import timezone
 
 from usage.errors import LimitReached
 from usage.models import Plan, QuotaPeriod
-
-
-def calendar_month(moment: datetime) -> tuple[datetime, datetime]:
-    moment = moment.astimezone(UTC)
-    start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    end = (start + timedelta(days=32)).replace(day=1)
-    return start, end
+from usage.selectors import calendar_month, quota_period_at
 
 
 def quota_period_current(*, user, plan: Plan, now: datetime | None = None) -> QuotaPeriod:
     """The user's period containing `now`, created on first access (lazy rollover: no beat needed)."""
     now = now or timezone.now()
-    period = QuotaPeriod.objects.filter(user=user, start__lte=now, end__gt=now).order_by("-start").first()
+    period = quota_period_at(user=user, moment=now)
     if period is None:
         start, end = calendar_month(now)
         period, _ = QuotaPeriod.objects.get_or_create(

@@ -18,5 +18,5 @@ def plan_change(*, user, plan: Plan) -> UserPlan:
     immediately; a downgrade below what is used simply leaves nothing to spend until the period ends)."""
     user_plan, _ = UserPlan.objects.update_or_create(user=user, defaults={"plan": plan, "changed_at": timezone.now()})
     now = timezone.now()
-    QuotaPeriod.objects.filter(user=user, start__lte=now, end__gt=now).update(allowance=plan.monthly_token_allowance)
+    QuotaPeriod.objects.filter(user=user).containing(now).update(allowance=plan.monthly_token_allowance)
     return user_plan
