@@ -86,6 +86,7 @@ INSTALLED_APPS = [
     "aisaas.users",
     "chat",
     "usage",
+    "djstripe",
     "billing",
 ]
 
@@ -312,7 +313,8 @@ X_FRAME_OPTIONS = "DENY"
 # Everything the pages load comes from this origin; 'self' also covers the same-origin websocket.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-    "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+    "object-src 'none'; base-uri 'self'; form-action 'self' https://checkout.stripe.com https://billing.stripe.com; "
+    "frame-ancestors 'none'"
 )
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -384,3 +386,22 @@ PROMPT_CACHE_TTL_SECONDS = env.int("PROMPT_CACHE_TTL_SECONDS", default=3600)
 PROMPT_CACHE_HIT_CHARGE = env.str("PROMPT_CACHE_HIT_CHARGE", default="none")
 # Longer than any request may run: reservations older than this belong to a process that died.
 USAGE_STALE_RESERVATION_MINUTES = env.int("USAGE_STALE_RESERVATION_MINUTES", default=15)
+
+# ------------------------------------------------------------------------------------------------------------
+# Billing: Stripe through dj-stripe (docs/billing.md). Without a secret key billing is off: the pricing and
+# billing pages say so and everyone stays on the default plan (the embedded default).
+# ------------------------------------------------------------------------------------------------------------
+STRIPE_LIVE_MODE = env.bool("STRIPE_LIVE_MODE", default=False)
+STRIPE_TEST_SECRET_KEY = env.str("STRIPE_TEST_SECRET_KEY", default="")
+STRIPE_LIVE_SECRET_KEY = env.str("STRIPE_LIVE_SECRET_KEY", default="")
+# Pinned: the stripe library would otherwise send its own, newer version and objects could change shape.
+STRIPE_API_VERSION = env.str("STRIPE_API_VERSION", default="2026-05-27.dahlia")
+# Only for a local fake of Stripe's API (dj-stripe refuses it with DEBUG off).
+if env.str("STRIPE_API_HOST", default=""):
+    STRIPE_API_HOST = env.str("STRIPE_API_HOST")
+DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
+DJSTRIPE_WEBHOOK_VALIDATION = "verify_signature"
+# Usage is reported to this Stripe Billing Meter (billing.metering); value = tokens.
+STRIPE_METER_EVENT_NAME = env.str("STRIPE_METER_EVENT_NAME", default="aisaas_tokens")
+# A subscription that is past_due keeps its plan this long after its period ended, then falls back to free.
+BILLING_PAST_DUE_GRACE_DAYS = env.int("BILLING_PAST_DUE_GRACE_DAYS", default=7)

@@ -84,8 +84,9 @@ def _plans(request):
     from usage.models import Plan
 
     if not Plan.objects.exists():
+        billing = import_module("usage.migrations.0004_plan_billing").PLAN_BILLING
         for fields in import_module("usage.migrations.0002_plans").PLANS:
-            Plan.objects.create(**fields)
+            Plan.objects.create(**fields, **billing.get(fields["slug"], {}))
 
 
 @pytest.fixture

@@ -25,6 +25,30 @@ class Plan(models.Model):
     )
     max_tokens_per_request = models.PositiveIntegerField(help_text="The completion's max_tokens.")
     is_default = models.BooleanField(default=False, help_text="The plan every new user starts on (exactly one).")
+    # Selling it (billing): the Stripe prices are created from these by `manage.py billing_sync_plans`.
+    price_usd_per_month = models.DecimalField(max_digits=10, decimal_places=2, default=Decimal(0))
+    stripe_lookup_key = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="Lookup key of the plan's monthly Stripe price; a subscription to it puts the user on this "
+        "plan. Empty: not sold.",
+    )
+
+    class Metering(models.TextChoices):
+        NONE = "none", "Not metered"
+        OVERAGE = "overage", "Tokens past the allowance"
+        ALL = "all", "Every token"
+
+    metering = models.CharField(
+        max_length=8,
+        choices=Metering.choices,
+        default=Metering.NONE,
+        help_text="Which tokens are reported to Stripe's meter and billed per token.",
+    )
+    overage_token_limit = models.PositiveBigIntegerField(
+        default=0, help_text="Overage plans: how many tokens past the allowance a period may use (billed)."
+    )
+    metered_usd_per_1m_tokens = models.DecimalField(max_digits=10, decimal_places=4, default=Decimal(0))
 
     class Meta:
         ordering = ["monthly_token_allowance"]
@@ -38,6 +62,17 @@ class Plan(models.Model):
     def allows_model(self, model_id: str) -> bool:
         return not self.allowed_models or model_id in self.allowed_models
 
+    @property
+    def period_token_limit(self) -> int:
+        """The most a period may use: the allowance, plus the billed overage on overage plans."""
+        if self.metering == self.Metering.OVERAGE:
+            return self.monthly_token_allowance + self.overage_token_limit
+        return self.monthly_token_allowance
+
+    @property
+    def is_sold(self) -> bool:
+        return bool(self.stripe_lookup_key)
+
 
 class UserPlan(models.Model):
     """A user's current plan: one row per user, created with the user (usage.signals)."""
@@ -47,6 +82,8 @@ class UserPlan(models.Model):
     )
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="user_plans")
     changed_at = models.DateTimeField(default=timezone.now)
+    # Paying users' periods follow their subscription: monthly from this moment. Empty: calendar months.
+    cycle_anchor = models.DateTimeField(null=True, blank=True)
 
     def __str__(self):
         return f"{self.user} on {self.plan}"
@@ -59,7 +96,8 @@ class QuotaPeriodQuerySet(models.QuerySet):
 
 
 class QuotaPeriod(models.Model):
-    """A user's token allowance for one period: [start, end). `reserved` covers requests in flight."""
+    """A user's token allowance for one period: [start, end). `reserved` covers requests in flight.
+    `allowance` is the most the period may use (the plan's period_token_limit)."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="quota_periods")
     start = models.DateTimeField()
@@ -94,6 +132,10 @@ class UsageRecord(models.Model):
         API = "api"
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_records")
+    # The quota period the tokens counted against (billing reports usage per period).
+    period = models.ForeignKey(
+        QuotaPeriod, on_delete=models.SET_NULL, null=True, blank=True, related_name="usage_records"
+    )
     conversation = models.ForeignKey(
         "chat.Conversation", on_delete=models.SET_NULL, null=True, blank=True, related_name="usage_records"
     )

@@ -33,6 +33,35 @@ def calendar_month(moment: datetime) -> tuple[datetime, datetime]:
     return start, end
 
 
+def add_months(moment: datetime, months: int) -> datetime:
+    """`moment` shifted by whole months, the day clamped to the month's last (Jan 31 + 1 month = Feb 28/29),
+    as Stripe bills monthly subscriptions."""
+    month_index = moment.month - 1 + months
+    year, month = moment.year + month_index // 12, month_index % 12 + 1
+    first_of_next = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=moment.tzinfo)
+    last_day = (first_of_next - timedelta(days=1)).day
+    return moment.replace(year=year, month=month, day=min(moment.day, last_day))
+
+
+def billing_month(anchor: datetime, moment: datetime) -> tuple[datetime, datetime]:
+    """The monthly period, counted from `anchor` (a subscription's), that contains `moment`, as [start, end)."""
+    months = (moment.year - anchor.year) * 12 + moment.month - anchor.month
+    start = add_months(anchor, months)
+    while start > moment:
+        months -= 1
+        start = add_months(anchor, months)
+    while add_months(anchor, months + 1) <= moment:
+        months += 1
+        start = add_months(anchor, months)
+    return start, add_months(anchor, months + 1)
+
+
+def period_dates(*, cycle_anchor: datetime | None, moment: datetime) -> tuple[datetime, datetime]:
+    """The dates of the period containing `moment`: the subscription's month for paying users (I6),
+    the calendar month for everyone else."""
+    return billing_month(cycle_anchor, moment) if cycle_anchor else calendar_month(moment)
+
+
 def quota_period_at(*, user, moment: datetime) -> QuotaPeriod | None:
     return QuotaPeriod.objects.filter(user=user).containing(moment).order_by("-start").first()
 
@@ -49,12 +78,13 @@ def plan_for(*, user) -> Plan:
 def plan_and_period(*, user) -> tuple[Plan, QuotaPeriod]:
     """The user's plan and current period. Reading never writes: a period not started yet is returned
     unsaved, with the full allowance."""
-    plan = plan_for(user=user)
+    user_plan = UserPlan.objects.select_related("plan").filter(user=user).first()
+    plan = user_plan.plan if user_plan else default_plan()
     now = timezone.now()
     period = quota_period_at(user=user, moment=now)
     if period is None:
-        start, end = calendar_month(now)
-        period = QuotaPeriod(user=user, start=start, end=end, allowance=plan.monthly_token_allowance)
+        start, end = period_dates(cycle_anchor=user_plan and user_plan.cycle_anchor, moment=now)
+        period = QuotaPeriod(user=user, start=start, end=end, allowance=plan.period_token_limit)
     return plan, period
 
 

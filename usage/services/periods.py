@@ -7,19 +7,36 @@ from django.db import connection
 from django.utils import timezone
 
 from usage.errors import LimitReached
-from usage.models import Plan, QuotaPeriod
-from usage.selectors import calendar_month, quota_period_at
+from usage.models import Plan, QuotaPeriod, UserPlan
+from usage.selectors import calendar_month, period_dates, quota_period_at
 
 
 def quota_period_current(*, user, plan: Plan, now: datetime | None = None) -> QuotaPeriod:
-    """The user's period containing `now`, created on first access (lazy rollover: no beat needed)."""
+    """The user's period containing `now`, created on first access (lazy rollover: no beat needed), aligned
+    to the subscription for paying users."""
     now = now or timezone.now()
     period = quota_period_at(user=user, moment=now)
     if period is None:
-        start, end = calendar_month(now)
+        cycle_anchor = UserPlan.objects.filter(user=user).values_list("cycle_anchor", flat=True).first()
+        start, end = period_dates(cycle_anchor=cycle_anchor, moment=now)
         period, _ = QuotaPeriod.objects.get_or_create(
-            user=user, start=start, defaults={"end": end, "allowance": plan.monthly_token_allowance}
+            user=user, start=start, defaults={"end": end, "allowance": plan.period_token_limit}
         )
+    return period
+
+
+def quota_period_align(*, user, plan: Plan, start: datetime, end: datetime) -> QuotaPeriod:
+    """Make [start, end) (a subscription's current period) the user's period there. A period running at
+    `start` ends at `start`; one that was started lazily inside the new period and has nothing counted is
+    dropped. Idempotent: a replayed subscription event finds the period as it left it."""
+    QuotaPeriod.objects.filter(user=user, start__lt=start, end__gt=start).update(end=start)
+    QuotaPeriod.objects.filter(user=user, start__gt=start, start__lt=end, used=0, reserved=0).delete()
+    period, created = QuotaPeriod.objects.get_or_create(
+        user=user, start=start, defaults={"end": end, "allowance": plan.period_token_limit}
+    )
+    if not created and (period.end, period.allowance) != (end, plan.period_token_limit):
+        period.end, period.allowance = end, plan.period_token_limit
+        period.save(update_fields=["end", "allowance"])
     return period
 
 
@@ -52,15 +69,19 @@ def quota_reserve(*, period: QuotaPeriod, tokens: int) -> None:
 def quota_periods_roll_over(*, now: datetime | None = None) -> int:
     """Start the current calendar month for every user whose last period has ended: one INSERT … SELECT.
     Safe to run twice or after a missed month (the unique (user, start) absorbs repeats; a missed month is
-    simply skipped). Users who never chatted get their period lazily, on first use."""
+    simply skipped). Users who never chatted get their period lazily, on first use, and so do paying users,
+    whose periods follow their subscription (and its webhooks)."""
     now = now or timezone.now()
     start, end = calendar_month(now)
     adapt = connection.ops.adapt_datetimefield_value
     sql = """
         INSERT INTO usage_quotaperiod (user_id, start, "end", allowance, used, reserved, created_at)
-        SELECT up.user_id, %s, %s, p.monthly_token_allowance, 0, 0, %s
+        SELECT up.user_id, %s, %s,
+               CASE WHEN p.metering = 'overage' THEN p.monthly_token_allowance + p.overage_token_limit
+                    ELSE p.monthly_token_allowance END,
+               0, 0, %s
         FROM usage_userplan up JOIN usage_plan p ON p.id = up.plan_id
-        WHERE EXISTS (SELECT 1 FROM usage_quotaperiod q WHERE q.user_id = up.user_id AND q."end" <= %s)
+        WHERE up.cycle_anchor IS NULL AND EXISTS (SELECT 1 FROM usage_quotaperiod q WHERE q.user_id = up.user_id AND q."end" <= %s)
           AND NOT EXISTS (SELECT 1 FROM usage_quotaperiod q WHERE q.user_id = up.user_id AND q."end" > %s)
         ON CONFLICT (user_id, start) DO NOTHING
     """
