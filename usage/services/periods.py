@@ -81,7 +81,8 @@ def quota_periods_roll_over(*, now: datetime | None = None) -> int:
                     ELSE p.monthly_token_allowance END,
                0, 0, %s
         FROM usage_userplan up JOIN usage_plan p ON p.id = up.plan_id
-        WHERE up.cycle_anchor IS NULL AND EXISTS (SELECT 1 FROM usage_quotaperiod q WHERE q.user_id = up.user_id AND q."end" <= %s)
+        WHERE up.cycle_anchor IS NULL
+          AND EXISTS (SELECT 1 FROM usage_quotaperiod q WHERE q.user_id = up.user_id AND q."end" <= %s)
           AND NOT EXISTS (SELECT 1 FROM usage_quotaperiod q WHERE q.user_id = up.user_id AND q."end" > %s)
         ON CONFLICT (user_id, start) DO NOTHING
     """

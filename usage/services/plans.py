@@ -19,7 +19,7 @@ KEEP = object()  # plan_change(billing_cycle=KEEP): the user's periods keep thei
 
 
 @transaction.atomic
-def plan_change(*, user, plan: Plan, billing_cycle: tuple[datetime, datetime] | None | object = KEEP) -> UserPlan:
+def plan_change(*, user, plan: Plan, billing_cycle: tuple[datetime, datetime] | object | None = KEEP) -> UserPlan:
     """Put the user on `plan`, the one way plans change (admin, billing). The current period takes the new
     allowance at once (an upgrade is usable immediately; a downgrade below what is used simply leaves
     nothing to spend until the period ends).
