@@ -2,9 +2,12 @@
 
 import contextlib
 import functools
+from datetime import UTC, datetime
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections, connection
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 
 def in_db_thread(func):
@@ -41,3 +44,19 @@ def statement_batch():
     connection.ensure_connection()
     with connection.connection.pipeline():
         yield
+
+
+def transaction_lock(name: str) -> None:
+    """Inside a transaction: wait for the lock called `name` and hold it until the transaction ends, so one
+    process at a time runs what follows (a PostgreSQL advisory lock). SQLite needs none: its write
+    transactions (BEGIN IMMEDIATE, see settings) already run one at a time."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [name])
+
+
+def db_datetime(value) -> datetime:
+    """A raw query's datetime column: PostgreSQL gives an aware datetime, SQLite a string in UTC."""
+    if isinstance(value, datetime):
+        return value if timezone.is_aware(value) else value.replace(tzinfo=UTC)
+    return parse_datetime(value).replace(tzinfo=UTC)

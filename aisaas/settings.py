@@ -230,6 +230,15 @@ CELERY_BEAT_SCHEDULE = {
         "task": "usage.tasks.expire_stale_reservations",
         "schedule": 300.0,
     },
+    # Metered usage to Stripe (an outbox: safe to run twice or concurrently).
+    "billing-report-usage": {
+        "task": "billing.tasks.report_usage",
+        "schedule": 60.0,
+    },
+    "billing-enforce-past-due-grace": {
+        "task": "billing.tasks.enforce_past_due_grace",
+        "schedule": crontab(minute=15),
+    },
 }
 
 # ------------------------------------------------------------------------------------------------------------
@@ -333,7 +342,7 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"httpx2": {"level": "WARNING"}, "openai": {"level": "WARNING"}},
+    "loggers": {"httpx2": {"level": "WARNING"}, "openai": {"level": "WARNING"}, "stripe": {"level": "WARNING"}},
 }
 
 # ------------------------------------------------------------------------------------------------------------
@@ -401,6 +410,8 @@ if env.str("STRIPE_API_HOST", default=""):
     STRIPE_API_HOST = env.str("STRIPE_API_HOST")
 DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
 DJSTRIPE_WEBHOOK_VALIDATION = "verify_signature"
+# Links in emails (billing notices) point here.
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
 # Usage is reported to this Stripe Billing Meter (billing.metering); value = tokens.
 STRIPE_METER_EVENT_NAME = env.str("STRIPE_METER_EVENT_NAME", default="aisaas_tokens")
 # A subscription that is past_due keeps its plan this long after its period ended, then falls back to free.

@@ -70,6 +70,11 @@ class Plan(models.Model):
         return self.monthly_token_allowance
 
     @property
+    def metered_after(self) -> int | None:
+        """Tokens of a period after which usage is billed per token: None, not metered; 0, every token."""
+        return {self.Metering.OVERAGE: self.monthly_token_allowance, self.Metering.ALL: 0}.get(self.metering)
+
+    @property
     def is_sold(self) -> bool:
         return bool(self.stripe_lookup_key)
 
@@ -105,6 +110,9 @@ class QuotaPeriod(models.Model):
     allowance = models.PositiveBigIntegerField()
     used = models.PositiveBigIntegerField(default=0)
     reserved = models.PositiveBigIntegerField(default=0)
+    # Billing: tokens of this period after which usage is reported to Stripe's meter (the plan's, when the
+    # period got it); None: not metered, 0: every token.
+    metered_after = models.PositiveBigIntegerField(null=True, blank=True)
     # When the latest reservation was made: a period whose reservations are all older than any request can
     # last holds only leftovers of a process that died mid-request (released by a beat task).
     reserved_at = models.DateTimeField(null=True, blank=True)

@@ -84,7 +84,9 @@ def plan_and_period(*, user) -> tuple[Plan, QuotaPeriod]:
     period = quota_period_at(user=user, moment=now)
     if period is None:
         start, end = period_dates(cycle_anchor=user_plan and user_plan.cycle_anchor, moment=now)
-        period = QuotaPeriod(user=user, start=start, end=end, allowance=plan.period_token_limit)
+        period = QuotaPeriod(
+            user=user, start=start, end=end, allowance=plan.period_token_limit, metered_after=plan.metered_after
+        )
     return plan, period
 
 

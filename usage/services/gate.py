@@ -11,9 +11,8 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import DatabaseError, connection
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
-from aisaas.db import in_db_thread
+from aisaas.db import db_datetime, in_db_thread
 from aisaas.errors import ServiceUnavailable
 from chat.llm import moderation_categories
 from usage import limits, prompt_cache
@@ -115,8 +114,8 @@ def gate_state(*, user) -> GateState:
         period = QuotaPeriod(
             pk=row.period_id,
             user_id=user.pk,
-            start=_db_datetime(row.period_start),
-            end=_db_datetime(row.period_end),
+            start=db_datetime(row.period_start),
+            end=db_datetime(row.period_end),
             allowance=row.period_allowance,
             used=row.period_used,
             reserved=row.period_reserved,
@@ -130,13 +129,6 @@ def gate_state(*, user) -> GateState:
         monthly_cap=None if row.monthly_cap is None else _db_decimal(row.monthly_cap),
         kill_switch=bool(row.kill_switch),
     )
-
-
-def _db_datetime(value) -> datetime:
-    """A raw column's datetime: PostgreSQL gives an aware datetime, SQLite a string in UTC."""
-    if isinstance(value, datetime):
-        return value if timezone.is_aware(value) else value.replace(tzinfo=UTC)
-    return parse_datetime(value).replace(tzinfo=UTC)
 
 
 def _db_decimal(value) -> Decimal:

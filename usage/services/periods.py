@@ -20,9 +20,14 @@ def quota_period_current(*, user, plan: Plan, now: datetime | None = None) -> Qu
         cycle_anchor = UserPlan.objects.filter(user=user).values_list("cycle_anchor", flat=True).first()
         start, end = period_dates(cycle_anchor=cycle_anchor, moment=now)
         period, _ = QuotaPeriod.objects.get_or_create(
-            user=user, start=start, defaults={"end": end, "allowance": plan.period_token_limit}
+            user=user, start=start, defaults={"end": end, **period_terms(plan)}
         )
     return period
+
+
+def period_terms(plan: Plan) -> dict:
+    """What a period takes from its plan."""
+    return {"allowance": plan.period_token_limit, "metered_after": plan.metered_after}
 
 
 def quota_period_align(*, user, plan: Plan, start: datetime, end: datetime) -> QuotaPeriod:
@@ -31,12 +36,11 @@ def quota_period_align(*, user, plan: Plan, start: datetime, end: datetime) -> Q
     dropped. Idempotent: a replayed subscription event finds the period as it left it."""
     QuotaPeriod.objects.filter(user=user, start__lt=start, end__gt=start).update(end=start)
     QuotaPeriod.objects.filter(user=user, start__gt=start, start__lt=end, used=0, reserved=0).delete()
-    period, created = QuotaPeriod.objects.get_or_create(
-        user=user, start=start, defaults={"end": end, "allowance": plan.period_token_limit}
-    )
-    if not created and (period.end, period.allowance) != (end, plan.period_token_limit):
-        period.end, period.allowance = end, plan.period_token_limit
-        period.save(update_fields=["end", "allowance"])
+    terms = {"end": end, **period_terms(plan)}
+    period, created = QuotaPeriod.objects.get_or_create(user=user, start=start, defaults=terms)
+    if not created and any(getattr(period, name) != value for name, value in terms.items()):
+        QuotaPeriod.objects.filter(pk=period.pk).update(**terms)
+        period.refresh_from_db()
     return period
 
 
@@ -75,10 +79,11 @@ def quota_periods_roll_over(*, now: datetime | None = None) -> int:
     start, end = calendar_month(now)
     adapt = connection.ops.adapt_datetimefield_value
     sql = """
-        INSERT INTO usage_quotaperiod (user_id, start, "end", allowance, used, reserved, created_at)
+        INSERT INTO usage_quotaperiod (user_id, start, "end", allowance, metered_after, used, reserved, created_at)
         SELECT up.user_id, %s, %s,
                CASE WHEN p.metering = 'overage' THEN p.monthly_token_allowance + p.overage_token_limit
                     ELSE p.monthly_token_allowance END,
+               CASE p.metering WHEN 'overage' THEN p.monthly_token_allowance WHEN 'all' THEN 0 END,
                0, 0, %s
         FROM usage_userplan up JOIN usage_plan p ON p.id = up.plan_id
         WHERE up.cycle_anchor IS NULL

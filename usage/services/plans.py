@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from usage.models import Plan, QuotaPeriod, UserPlan
 from usage.selectors import default_plan
-from usage.services.periods import quota_period_align
+from usage.services.periods import period_terms, quota_period_align
 
 
 def user_plan_create(*, user) -> UserPlan:
@@ -33,5 +33,5 @@ def plan_change(*, user, plan: Plan, billing_cycle: tuple[datetime, datetime] | 
     user_plan, _ = UserPlan.objects.update_or_create(user=user, defaults=defaults)
     if billing_cycle is not KEEP and billing_cycle:
         quota_period_align(user=user, plan=plan, start=billing_cycle[0], end=billing_cycle[1])
-    QuotaPeriod.objects.filter(user=user).containing(now).update(allowance=plan.period_token_limit)
+    QuotaPeriod.objects.filter(user=user).containing(now).update(**period_terms(plan))
     return user_plan
