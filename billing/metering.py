@@ -40,7 +40,7 @@ _METERED_PERIODS_SQL = """
            (SELECT COALESCE(SUM(r.billable_tokens), 0) FROM usage_usagerecord r WHERE r.period_id = q.id),
            (SELECT COALESCE(MAX(m.covered_to), 0) FROM billing_meterreport m WHERE m.period_id = q.id)
     FROM usage_quotaperiod q
-    JOIN djstripe_customer c ON c.subscriber_id = q.user_id AND c.livemode = %s AND c.deleted IS NULL
+    JOIN djstripe_customer c ON c.subscriber_id = q.user_id AND c.livemode = %s AND c.date_purged IS NULL
     WHERE q.metered_after IS NOT NULL AND q."end" > %s AND q.start <= %s
     ORDER BY q.start
 """

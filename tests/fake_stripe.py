@@ -4,8 +4,9 @@ code talks to (they are pointed at it through `stripe.api_base`). Objects start 
 would change them, for the calls this project makes. Tests set Stripe's side of the world (a subscription's
 status, ...) on the fake, then deliver a signed webhook, exactly as Stripe would.
 
-Failure injection: `fail_next(n, status)` answers the next n requests with an error; `rate_limit_per_second`
-answers 429 above that rate, as Stripe's live mode does for meter events.
+Failure injection: `fail_next(n, status)` answers the next n requests with an error; `lose_responses = n`
+accepts the next n meter events but answers 500, as if the answer was lost; `rate_limit_per_second` answers
+429 above that rate, as Stripe's live mode does for meter events.
 """
 
 import copy
@@ -75,6 +76,7 @@ class FakeStripe:
         self.idempotent_responses: dict[str, tuple[int, dict]] = {}
         self.failures: deque[int] = deque()
         self.rate_limit_per_second: int | None = None
+        self.lose_responses = 0  # meter events accepted, but the answer never arrives (a timeout, a crash)
         self._window: deque[float] = deque()
         self.server: ThreadingHTTPServer | None = None
         self.account = copy.deepcopy(FIXTURES["account"])
@@ -179,6 +181,14 @@ class FakeStripe:
     def fail_next(self, count: int, status: int = 500) -> None:
         with self.lock:
             self.failures.extend([status] * count)
+
+    def metered(self) -> dict[str, int]:
+        """Tokens Stripe's meter holds per customer."""
+        totals: dict[str, int] = {}
+        for event in self.meter_events:
+            customer = event["payload"]["stripe_customer_id"]
+            totals[customer] = totals.get(customer, 0) + int(event["payload"]["value"])
+        return totals
 
     def paths(self, method: str | None = None) -> list[str]:
         return [path for verb, path, _ in self.requests if method in (None, verb)]
@@ -286,6 +296,9 @@ class FakeStripe:
                 timestamp=int(params.get("timestamp") or time.time()),
             )
             self.meter_events.append(event)
+            if self.lose_responses:
+                self.lose_responses -= 1
+                raise ApiError(500, "An error occurred with our connection to Stripe.", kind="api_error")
         return 200, event
 
     def checkout_session_create(self, params: dict) -> dict:

@@ -2,7 +2,6 @@
 out-of-order events; what each subscription state means for the user's plan and periods."""
 
 import json
-import threading
 from datetime import UTC, datetime
 
 import pytest
@@ -13,6 +12,7 @@ from django.utils import timezone
 from djstripe.models import Event, Subscription
 
 from tests.billing.conftest import now_ts
+from tests.usage.conftest import race
 from usage.models import Plan, QuotaPeriod, UserPlan
 
 DAY = 86400
@@ -72,20 +72,8 @@ def test_the_same_event_delivered_concurrently_applies_once(user, fake_stripe, s
     if connection.vendor != "postgresql":
         pytest.skip("concurrent writers need PostgreSQL (SQLite serialises them); .ci/run runs this")
     event = fake_stripe.event("customer.subscription.created", subscribe())
-    barrier, statuses = threading.Barrier(8), []
 
-    def deliver_once():
-        try:
-            barrier.wait()
-            statuses.append(deliver(event, http=Client()).status_code)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=deliver_once) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    statuses = race(8, lambda: deliver(event, http=Client()).status_code)
 
     assert statuses == [200] * 8
     assert Event.objects.filter(id=event["id"]).count() == 1
