@@ -8,8 +8,8 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
-from djstripe.models import Invoice
 
+from billing import selectors as billing_selectors
 from billing import services
 from billing.stripe_api import billing_enabled
 from usage import selectors
@@ -72,7 +72,7 @@ def billing_overview(request):
     enabled = billing_enabled()
     subscription = services.subscription_current(user=request.user) if enabled else None
     terms = services.subscription_terms(subscription) if subscription else None
-    invoices = Invoice.objects.filter(customer__subscriber=request.user).order_by("-created")[:24] if enabled else []
+    invoices = billing_selectors.invoices_for(user=request.user) if enabled else []
     return render(
         request,
         "billing/overview.html",
