@@ -7,7 +7,6 @@ copies them into dj-stripe's tables."""
 from decimal import Decimal
 
 import stripe
-
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
