@@ -27,6 +27,9 @@ class PlanAdmin(admin.ModelAdmin):
         "requests_per_day",
         "tokens_per_day",
         "max_tokens_per_request",
+        "price_usd_per_month",
+        "metering",
+        "stripe_lookup_key",
         "is_default",
     ]
     prepopulated_fields = {"slug": ["name"]}
@@ -34,12 +37,12 @@ class PlanAdmin(admin.ModelAdmin):
 
 @admin.register(UserPlan)
 class UserPlanAdmin(admin.ModelAdmin):
-    list_display = ["user", "plan", "changed_at"]
+    list_display = ["user", "plan", "changed_at", "cycle_anchor"]
     list_filter = ["plan"]
     list_select_related = ["user", "plan"]
     search_fields = ["user__email"]
     autocomplete_fields = ["user"]
-    readonly_fields = ["changed_at"]
+    readonly_fields = ["changed_at", "cycle_anchor"]
 
     def save_model(self, request, obj, form, change):
         # Through the service, so the current period takes the new allowance at once.
@@ -48,7 +51,7 @@ class UserPlanAdmin(admin.ModelAdmin):
 
 @admin.register(QuotaPeriod)
 class QuotaPeriodAdmin(ReadOnlyAdmin):
-    list_display = ["user", "start", "end", "allowance", "used", "reserved"]
+    list_display = ["user", "start", "end", "allowance", "used", "reserved", "metered_after"]
     list_select_related = ["user"]
     search_fields = ["user__email"]
     date_hierarchy = "start"
