@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 DEVLLM_PORT ?= 8001
 
-.PHONY: run test install lint format bench-ttft bench-gate clean
+.PHONY: run test install lint format bench-ttft bench-gate bench-metering clean
 
 # Re-install only when the requirements change.
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -45,6 +45,9 @@ bench-ttft: install
 
 bench-gate: install
 	$(PY) bench/gate.py
+
+bench-metering: install
+	$(PY) bench/metering.py
 
 clean:
 	rm -rf $(VENV) db.sqlite3* test_db.sqlite3* staticfiles

@@ -73,6 +73,7 @@ class FakeStripe:
         self.requests: list[tuple[str, str, dict]] = []
         self.unhandled: list[str] = []
         self.meter_events: list[dict] = []
+        self.meter_event_identifiers: set[str] = set()
         self.idempotent_responses: dict[str, tuple[int, dict]] = {}
         self.failures: deque[int] = deque()
         self.rate_limit_per_second: int | None = None
@@ -281,7 +282,7 @@ class FakeStripe:
     def meter_event_create(self, params: dict) -> tuple[int, dict]:
         identifier = params.get("identifier") or new_id("mev")
         with self.lock:
-            if any(e["identifier"] == identifier for e in self.meter_events):
+            if identifier in self.meter_event_identifiers:
                 raise ApiError(
                     400,
                     f"An event already exists with identifier {identifier}.",
@@ -296,6 +297,7 @@ class FakeStripe:
                 timestamp=int(params.get("timestamp") or time.time()),
             )
             self.meter_events.append(event)
+            self.meter_event_identifiers.add(identifier)
             if self.lose_responses:
                 self.lose_responses -= 1
                 raise ApiError(500, "An error occurred with our connection to Stripe.", kind="api_error")
