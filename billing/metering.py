@@ -15,6 +15,7 @@ retries, each token is reported once. Nothing here runs in a web request.
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -115,43 +116,69 @@ def _backoff(attempts: int) -> timedelta:
     return min(MAX_BACKOFF, timedelta(seconds=5 * 2 ** min(attempts, 10)))
 
 
-def _claim(report_id: int, now: datetime) -> bool:
-    """Hold the report for this sender: one conditional UPDATE, so two senders never both send it."""
-    free = Q(lease_until__isnull=True) | Q(lease_until__lt=now)
-    return (
-        MeterReport.objects.filter(free, pk=report_id, status=MeterReport.Status.PENDING).update(
-            lease_until=now + LEASE
-        )
-        == 1
+BATCH = 200  # reports claimed, and marked sent, per statement
+
+
+def _not_leased() -> Q:
+    return Q(lease_until__isnull=True) | Q(lease_until__lt=timezone.now())
+
+
+def _claim(report_ids: list[int]) -> list[MeterReport]:
+    """Hold a batch of reports for this sender: one conditional UPDATE, so two senders never both send the
+    same report; the ones another sender holds are skipped."""
+    token = uuid.uuid4()
+    MeterReport.objects.filter(_not_leased(), pk__in=report_ids, status=MeterReport.Status.PENDING).update(
+        lease_until=timezone.now() + LEASE, leased_by=token
     )
+    return list(MeterReport.objects.filter(leased_by=token, status=MeterReport.Status.PENDING).order_by("pk"))
 
 
-def meter_reports_send(*, now: datetime | None = None, deadline: float | None = None) -> SendResult:
-    """Send the due reports. Stops early at `deadline` (time.monotonic()) and leaves the rest due."""
-    now = now or timezone.now()
+def _mark_sent(report_ids: list[int]) -> None:
+    """After Stripe accepted them. Done in batches: if this process dies before, the reports are resent with
+    the same identifiers and Stripe's "already exists" answer marks them sent then."""
+    if report_ids:
+        MeterReport.objects.filter(pk__in=report_ids).update(
+            status=MeterReport.Status.SENT, sent_at=timezone.now(), lease_until=None, leased_by=None, last_error=""
+        )
+
+
+def meter_reports_send(*, due_by: datetime | None = None, deadline: float | None = None) -> SendResult:
+    """Send the reports due by `due_by` (default: now), each at most once per call. Stops at `deadline`
+    (time.monotonic()) and gives back what it held but did not send, so the next run takes it at once."""
+    due_by = due_by or timezone.now()
     result = SendResult()
     api = client(max_network_retries=0)  # the outbox retries, with its own backoff
     due = (
-        MeterReport.objects.filter(status=MeterReport.Status.PENDING, next_attempt_at__lte=now)
-        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        MeterReport.objects.filter(_not_leased(), status=MeterReport.Status.PENDING, next_attempt_at__lte=due_by)
         .order_by("next_attempt_at", "pk")
         .values_list("pk", flat=True)
     )
-    for report_id in list(due):
-        if deadline is not None and time.monotonic() > deadline:
+    attempted: set[int] = set()
+    out_of_time = False
+    while not out_of_time:
+        batch = list(due.exclude(pk__in=attempted)[:BATCH]) if attempted else list(due[:BATCH])
+        if not batch:
             break
-        if not _claim(report_id, now):
-            continue  # another sender has it
-        report = MeterReport.objects.get(pk=report_id)
-        result.requests += 1
-        outcome = _send(api, report)
-        if outcome == "sent":
-            result.sent += 1
-        elif outcome == "rate_limited":
-            result.rate_limited += 1
-            time.sleep(1)  # Stripe counts per second: let the window pass
-        else:
-            result.failed += 1
+        attempted.update(batch)
+        sent: list[int] = []
+        for report in _claim(batch):
+            if deadline is not None and time.monotonic() > deadline:
+                out_of_time = True
+                MeterReport.objects.filter(pk=report.pk, leased_by=report.leased_by).update(
+                    lease_until=None, leased_by=None
+                )
+                continue
+            result.requests += 1
+            outcome = _send(api, report)
+            if outcome == "sent":
+                sent.append(report.pk)
+                result.sent += 1
+            elif outcome == "rate_limited":
+                result.rate_limited += 1
+                time.sleep(1)  # Stripe counts per second: let the window pass
+            else:
+                result.failed += 1
+        _mark_sent(sent)
     return result
 
 
@@ -168,20 +195,13 @@ def _send(api: stripe.StripeClient, report: MeterReport) -> str:
         )
     except stripe.InvalidRequestError as error:
         if error.code == "resource_already_exists":  # an earlier attempt got through
-            return _mark_sent(report)
+            return "sent"
         return _retry_later(report, error, level=logging.ERROR)
     except stripe.RateLimitError as error:
         _retry_later(report, error, level=logging.INFO, delay=timedelta(seconds=1))
         return "rate_limited"
     except stripe.StripeError as error:  # Stripe down, a network error, ...: nothing lost, retried later
         return _retry_later(report, error, level=logging.WARNING)
-    return _mark_sent(report)
-
-
-def _mark_sent(report: MeterReport) -> str:
-    MeterReport.objects.filter(pk=report.pk).update(
-        status=MeterReport.Status.SENT, sent_at=timezone.now(), lease_until=None, last_error=""
-    )
     return "sent"
 
 
@@ -193,6 +213,7 @@ def _retry_later(report: MeterReport, error: stripe.StripeError, *, level: int, 
         attempts=attempts,
         next_attempt_at=timezone.now() + (delay or _backoff(attempts)),
         lease_until=None,
+        leased_by=None,
         last_error=summary[:500],
     )
     return "failed"

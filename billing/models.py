@@ -27,6 +27,7 @@ class MeterReport(models.Model):
     next_attempt_at = models.DateTimeField(default=timezone.now)
     # A sender holds the report until then: at most one request in flight for it (and so for its customer).
     lease_until = models.DateTimeField(null=True, blank=True)
+    leased_by = models.UUIDField(null=True, blank=True)
     last_error = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)

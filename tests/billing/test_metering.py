@@ -54,7 +54,7 @@ def run_outbox(times: int = 1) -> None:
     """The beat task, with every backoff already elapsed."""
     for _ in range(times):
         metering.meter_reports_prepare()
-        metering.meter_reports_send(now=timezone.now() + timedelta(days=1))
+        metering.meter_reports_send(due_by=timezone.now() + timedelta(days=1))
 
 
 def recorded_overage(user) -> int:
