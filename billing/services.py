@@ -16,9 +16,9 @@ from django.utils import timezone
 from djstripe.models import Customer, Subscription
 
 from billing.stripe_api import client, metered_lookup_key
-from usage.models import Plan, UserPlan
+from usage.models import Plan, QuotaPeriod, UserPlan
 from usage.selectors import default_plan
-from usage.services import plan_change
+from usage.services import plan_change, user_plan_create
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +134,7 @@ def user_plan_sync(*, user, subscription_id: str | None = None) -> UserPlan:
     """Put the user on the plan their subscriptions pay for now (or the default plan), with periods aligned
     to the subscription. Serialised per user (the plan row is locked), and `subscription_id` is re-read
     from Stripe after the lock is taken, so the last one to run applies Stripe's latest state."""
+    user_plan_create(user=user)  # every user has one; this only guards accounts from before plans existed
     user_plan = UserPlan.objects.select_for_update().select_related("plan").get(user=user)
     if subscription_id:
         subscription_refresh(subscription_id)
@@ -153,8 +154,6 @@ def user_plan_sync(*, user, subscription_id: str | None = None) -> UserPlan:
 
 
 def _period_matches(user, cycle) -> bool:
-    from usage.models import QuotaPeriod
-
     return cycle is None or QuotaPeriod.objects.filter(user=user, start=cycle[0], end=cycle[1]).exists()
 
 

@@ -221,3 +221,15 @@ def test_a_webhook_for_an_unknown_endpoint_is_not_found(fake_stripe, deliver, cl
         HTTP_STRIPE_SIGNATURE=sign(body),
     )
     assert response.status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_subscription_of_a_customer_with_no_user_is_acknowledged_and_changes_no_plan(
+    user, fake_stripe, pro_prices, deliver
+):
+    stranger = fake_stripe.customer(email="someone@elsewhere.example")  # made in Stripe's dashboard
+    start = now_ts()
+    subscription = fake_stripe.subscription(customer=stranger["id"], price=pro_prices[0], start=start, end=start + DAY)
+
+    assert deliver(fake_stripe.event("customer.subscription.created", subscription)).status_code == 200
+    assert set(UserPlan.objects.values_list("plan__slug", flat=True)) == {"free"}
