@@ -30,28 +30,40 @@ def pricing(request):
     )
 
 
+def _to_stripe(request, open_page, *, back_to: str, refused_to: str, what: str):
+    """Send the user to the Stripe page `open_page()` returns the URL of, or `back_to` with a message saying
+    why not (billing off, Stripe unreachable); a refusal of ours (BillingError) goes to `refused_to`."""
+    if not billing_enabled():
+        messages.error(request, "Billing is not configured on this server.")
+        return redirect(back_to)
+    try:
+        url = open_page()
+    except services.BillingError as error:
+        messages.error(request, str(error))
+        return redirect(refused_to)
+    except stripe.StripeError as error:
+        logger.error("%s failed: %s", what, services.stripe_error_message(error))
+        messages.error(request, STRIPE_UNAVAILABLE)
+        return redirect(back_to)
+    return redirect(url)
+
+
 @login_required
 @require_POST
 def checkout(request, slug):
     plan = get_object_or_404(Plan, slug=slug)
-    if not billing_enabled():
-        messages.error(request, "Billing is not configured on this server.")
-        return redirect("billing:pricing")
-    try:
-        url = services.checkout_start(
+    return _to_stripe(
+        request,
+        lambda: services.checkout_start(
             user=request.user,
             plan=plan,
             success_url=request.build_absolute_uri(reverse("billing:checkout_success")),
             cancel_url=request.build_absolute_uri(reverse("billing:checkout_cancel")),
-        )
-    except services.BillingError as error:
-        messages.error(request, str(error))
-        return redirect("billing:overview")
-    except stripe.StripeError as error:
-        logger.error("Checkout could not start: %s", services.stripe_error_message(error))
-        messages.error(request, STRIPE_UNAVAILABLE)
-        return redirect("billing:pricing")
-    return redirect(url)
+        ),
+        back_to="billing:pricing",
+        refused_to="billing:overview",
+        what="Checkout",
+    )
 
 
 @login_required
@@ -91,16 +103,11 @@ def billing_overview(request):
 @login_required
 @require_POST
 def portal(request):
-    if not billing_enabled():
-        messages.error(request, "Billing is not configured on this server.")
-        return redirect("billing:overview")
-    try:
-        url = services.portal_url(user=request.user, return_url=request.build_absolute_uri(reverse("billing:overview")))
-    except services.BillingError as error:
-        messages.error(request, str(error))
-        return redirect("billing:pricing")
-    except stripe.StripeError as error:
-        logger.error("Billing portal could not open: %s", services.stripe_error_message(error))
-        messages.error(request, STRIPE_UNAVAILABLE)
-        return redirect("billing:overview")
-    return redirect(url)
+    return_url = request.build_absolute_uri(reverse("billing:overview"))
+    return _to_stripe(
+        request,
+        lambda: services.portal_url(user=request.user, return_url=return_url),
+        back_to="billing:overview",
+        refused_to="billing:pricing",
+        what="Billing portal",
+    )
