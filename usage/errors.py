@@ -19,3 +19,10 @@ class SpendCapReached(ApplicationError):
 class ContentFlagged(ApplicationError):
     code = "moderation_flagged"
     http_status = 403
+
+
+class AccountSuspended(ApplicationError):
+    """Staff suspended the user's access to paid calls."""
+
+    code = "account_suspended"
+    http_status = 403

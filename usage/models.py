@@ -89,6 +89,8 @@ class UserPlan(models.Model):
     changed_at = models.DateTimeField(default=timezone.now)
     # Paying users' periods follow their subscription: monthly from this moment. Empty: calendar months.
     cycle_anchor = models.DateTimeField(null=True, blank=True)
+    # Staff suspended the user's access to paid calls (chat, API): the gate refuses them, saying so.
+    suspended_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self):
         return f"{self.user} on {self.plan}"
@@ -110,6 +112,8 @@ class QuotaPeriod(models.Model):
     allowance = models.PositiveBigIntegerField()
     used = models.PositiveBigIntegerField(default=0)
     reserved = models.PositiveBigIntegerField(default=0)
+    # Tokens staff granted on top of the plan for this period (part of `allowance`; kept across plan changes).
+    bonus_tokens = models.PositiveBigIntegerField(default=0)
     # Billing: tokens of this period after which usage is reported to Stripe's meter (the plan's, when the
     # period got it); None: not metered, 0: every token.
     metered_after = models.PositiveBigIntegerField(null=True, blank=True)
@@ -173,6 +177,57 @@ class UsageRecord(models.Model):
         return self.prompt_tokens + self.completion_tokens
 
 
+class UsageDaily(models.Model):
+    """What one user's usage records add up to on one UTC day, per model: the rollup the analytics read (never
+    the raw records). Upserted by every settlement in its transaction (usage.services.settle); recomputed for
+    any day range by `manage.py usage_rollup_rebuild`."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_days")
+    day = models.DateField()
+    model = models.CharField(max_length=100)
+    requests = models.PositiveIntegerField(default=0)
+    cached_requests = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    billable_tokens = models.PositiveBigIntegerField(default=0)
+    cost = models.DecimalField(**USD, default=Decimal(0))
+
+    class Meta:
+        verbose_name = "token analytics"
+        verbose_name_plural = "token analytics"
+        constraints = [
+            models.UniqueConstraint(fields=["user", "day", "model"], name="one_usage_row_per_user_day_model")
+        ]
+        indexes = [models.Index(fields=["day", "user"], name="usage_daily_day_user")]
+
+    def __str__(self):
+        return f"{self.user_id} {self.day} {self.model}"
+
+
+class AccountAction(models.Model):
+    """The audit trail of what staff did to a user's account: who, when, what, why."""
+
+    class Kind(models.TextChoices):
+        BONUS_TOKENS = "bonus_tokens", "Granted bonus tokens"
+        PERIOD_RESET = "period_reset", "Reset the current period"
+        PLAN_CHANGE = "plan_change", "Changed the plan"
+        SUSPEND = "suspend", "Suspended chat access"
+        REACTIVATE = "reactivate", "Reactivated chat access"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="account_actions")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="account_actions_taken")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    detail = models.JSONField(default=dict, blank=True)
+    reason = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "-created_at"], name="usage_action_user_recent")]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} for {self.user} by {self.actor}"
+
+
 class SpendDay(models.Model):
     """What the provider cost us on one UTC day, across all users: the global spend cap reads the sum.
 
@@ -219,7 +274,10 @@ class ModerationEvent(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        indexes = [models.Index(fields=["user", "-created_at"], name="usage_moderation_user_recent")]
+        indexes = [
+            models.Index(fields=["user", "-created_at"], name="usage_moderation_user_recent"),
+            models.Index(fields=["created_at"], name="usage_moderation_created"),
+        ]
 
     def __str__(self):
         return f"{self.user}: {', '.join(self.categories)}"

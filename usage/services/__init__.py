@@ -5,12 +5,22 @@
     usage_settle            in the caller's transaction: the usage record, the quota, the spend ledger
     limits_settle           after the commit: give back the unused tokens of the tokens/day limit
     gate_release            a request refused or abandoned after gate_admit: give everything back
-    plan_change             the one way to move a user to another plan (the admin, billing)
+    plan_change             the one way to move a user to another plan (billing, staff)
+    bonus_tokens_grant, quota_period_reset, plan_change_by_staff, account_suspend, account_reactivate
+                            staff actions from the admin, each with its audit entry
+    usage_rollup_rebuild    recompute the analytics rollup (UsageDaily) for a range of days
 
 Where each invariant is enforced, and the test that proves it: docs/architecture.md.
 """
 
-from usage.errors import ContentFlagged, LimitReached, SpendCapReached
+from usage.errors import AccountSuspended, ContentFlagged, LimitReached, SpendCapReached
+from usage.services.accounts import (
+    account_reactivate,
+    account_suspend,
+    bonus_tokens_grant,
+    plan_change_by_staff,
+    quota_period_reset,
+)
 from usage.services.gate import Admission, GateState, gate_admit, gate_release, gate_state, moderation_check
 from usage.services.periods import (
     calendar_month,
@@ -20,16 +30,21 @@ from usage.services.periods import (
     quota_reserve,
 )
 from usage.services.plans import plan_change, user_plan_create
+from usage.services.rollup import usage_rollup_rebuild
 from usage.services.settle import Settlement, cost_of, limits_settle, usage_settle
 from usage.services.spend import spend_cap_alert_send, spend_check
 
 __all__ = [
+    "AccountSuspended",
     "Admission",
     "ContentFlagged",
     "GateState",
     "LimitReached",
     "Settlement",
     "SpendCapReached",
+    "account_reactivate",
+    "account_suspend",
+    "bonus_tokens_grant",
     "calendar_month",
     "cost_of",
     "gate_admit",
@@ -38,12 +53,15 @@ __all__ = [
     "limits_settle",
     "moderation_check",
     "plan_change",
+    "plan_change_by_staff",
     "quota_period_current",
+    "quota_period_reset",
     "quota_periods_roll_over",
     "quota_reservations_expire",
     "quota_reserve",
     "spend_cap_alert_send",
     "spend_check",
+    "usage_rollup_rebuild",
     "usage_settle",
     "user_plan_create",
 ]

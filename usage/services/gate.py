@@ -18,7 +18,7 @@ from aisaas.db import db_datetime, in_db_thread
 from aisaas.errors import ServiceUnavailable
 from chat.llm import moderation_categories
 from usage import limits, prompt_cache
-from usage.errors import ContentFlagged, LimitReached
+from usage.errors import AccountSuspended, ContentFlagged, LimitReached
 from usage.models import ModerationEvent, Plan, QuotaPeriod
 from usage.services.periods import quota_period_current, quota_reservation_release, quota_reserve
 from usage.services.plans import user_plan_create
@@ -72,6 +72,7 @@ class GateState:
     daily_cap: Decimal | None  # staff overrides (SpendControl); None: the setting
     monthly_cap: Decimal | None
     kill_switch: bool
+    suspended: bool = False  # staff suspended the user's paid calls
 
 
 # The plan's columns come first (p.*); the rest are named below.
@@ -81,7 +82,8 @@ _GATE_STATE_SQL = """
            q.allowance AS period_allowance, q.used AS period_used, q.reserved AS period_reserved,
            (SELECT COALESCE(SUM(s.cost), 0) FROM usage_spendday s WHERE s.day >= %s) AS spent_this_month,
            (SELECT COALESCE(SUM(s.cost), 0) FROM usage_spendday s WHERE s.day = %s) AS spent_today,
-           c.daily_cap_usd AS daily_cap, c.monthly_cap_usd AS monthly_cap, c.kill_switch AS kill_switch
+           c.daily_cap_usd AS daily_cap, c.monthly_cap_usd AS monthly_cap, c.kill_switch AS kill_switch,
+           up.suspended_at AS suspended_at
     FROM usage_userplan up
     JOIN usage_plan p ON p.id = up.plan_id
     LEFT JOIN usage_quotaperiod q ON q.user_id = up.user_id AND q.start <= %s AND q."end" > %s
@@ -90,7 +92,7 @@ _GATE_STATE_SQL = """
     ORDER BY q.start DESC
     LIMIT 1
 """
-_STATE_COLUMNS = 11
+_STATE_COLUMNS = 12
 
 
 def _quota_unavailable() -> ServiceUnavailable:
@@ -118,7 +120,7 @@ def gate_state(*, user) -> GateState:
         return gate_state(user=user)
     plan = _plan_from_row(plan_columns, row[:-_STATE_COLUMNS])
     (period_id, period_start, period_end, allowance, used, reserved, spent_this_month, spent_today, daily_cap,
-     monthly_cap, kill_switch) = row[-_STATE_COLUMNS:]  # fmt: skip
+     monthly_cap, kill_switch, suspended_at) = row[-_STATE_COLUMNS:]  # fmt: skip
     period = None
     if period_id is not None:
         period = QuotaPeriod(
@@ -138,6 +140,7 @@ def gate_state(*, user) -> GateState:
         daily_cap=None if daily_cap is None else _db_decimal(daily_cap),
         monthly_cap=None if monthly_cap is None else _db_decimal(monthly_cap),
         kill_switch=bool(kill_switch),
+        suspended=suspended_at is not None,
     )
 
 
@@ -175,8 +178,11 @@ def _db_decimal(value) -> Decimal:
 
 
 def gate_admit(*, user, state: GateState, model: str, prompt: list[dict], source: str, cacheable: bool) -> Admission:
-    """Let a paid call through, or raise: LimitReached (429), SpendCapReached, or ServiceUnavailable when a
-    store cannot be reached (I8). `state` comes from gate_state. Sync: run it in a database thread."""
+    """Let a paid call through, or raise: AccountSuspended (403), LimitReached (429), SpendCapReached, or
+    ServiceUnavailable when a store cannot be reached (I8). `state` comes from gate_state. Sync: run it in a
+    database thread."""
+    if state.suspended:
+        raise AccountSuspended("Your access to the AI service is suspended. Please contact support.")
     plan = state.plan
     max_tokens = min(plan.max_tokens_per_request, settings.LLM_MAX_TOKENS)
     tokens = prompt_tokens_upper_bound(prompt) + max_tokens

@@ -3,6 +3,7 @@
 from datetime import datetime
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from usage.models import Plan, QuotaPeriod, UserPlan
@@ -33,5 +34,7 @@ def plan_change(*, user, plan: Plan, billing_cycle: tuple[datetime, datetime] | 
     user_plan, _ = UserPlan.objects.update_or_create(user=user, defaults=defaults)
     if billing_cycle is not KEEP and billing_cycle:
         quota_period_align(user=user, plan=plan, start=billing_cycle[0], end=billing_cycle[1])
-    QuotaPeriod.objects.filter(user=user).containing(now).update(**period_terms(plan))
+    terms = period_terms(plan)
+    terms["allowance"] = F("bonus_tokens") + terms["allowance"]  # what staff granted stays
+    QuotaPeriod.objects.filter(user=user).containing(now).update(**terms)
     return user_plan

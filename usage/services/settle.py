@@ -33,7 +33,7 @@ class Settlement:
     meter: dict  # the user's period afterwards, as usage.selectors.quota_meter shows it
 
 
-# The three statements of a settlement go to the database as one batch (one round trip on PostgreSQL), so
+# The statements of a settlement go to the database as one batch (one round trip on PostgreSQL), so
 # none may depend on another's result in Python. Exactly-once therefore lives in the SQL: the record is
 # inserted unless its request id exists (the unique index makes a concurrent duplicate wait, then skip), and
 # the quota and spend change only if the record of *this attempt* (its created_at) is there.
@@ -49,6 +49,20 @@ _SPEND_ADD_SQL = """
     WHERE EXISTS (SELECT 1 FROM usage_usagerecord WHERE request_id = %s AND created_at = %s)
     ON CONFLICT (day, shard) DO UPDATE
     SET cost = usage_spendday.cost + EXCLUDED.cost, requests = usage_spendday.requests + 1
+"""
+# The analytics rollup (UsageDaily), in the same transaction: it always equals the sum of the records.
+_DAILY_ADD_SQL = """
+    INSERT INTO usage_usagedaily (user_id, day, model, requests, cached_requests, prompt_tokens, completion_tokens,
+        billable_tokens, cost)
+    SELECT %s, %s, %s, 1, %s, %s, %s, %s, %s
+    WHERE EXISTS (SELECT 1 FROM usage_usagerecord WHERE request_id = %s AND created_at = %s)
+    ON CONFLICT (user_id, day, model) DO UPDATE
+    SET requests = usage_usagedaily.requests + 1,
+        cached_requests = usage_usagedaily.cached_requests + EXCLUDED.cached_requests,
+        prompt_tokens = usage_usagedaily.prompt_tokens + EXCLUDED.prompt_tokens,
+        completion_tokens = usage_usagedaily.completion_tokens + EXCLUDED.completion_tokens,
+        billable_tokens = usage_usagedaily.billable_tokens + EXCLUDED.billable_tokens,
+        cost = usage_usagedaily.cost + EXCLUDED.cost
 """
 # `reserved` never goes below zero: a slow request's reservation may have been released as stale meanwhile.
 _QUOTA_SETTLE_SQL = """
@@ -71,8 +85,9 @@ def usage_settle(
     cached: bool = False,
 ) -> Settlement:
     """Account for one provider call (or cache hit) exactly once (I2): the usage record, the period's quota
-    moved from reserved to used at the actual amount, and the day's spend. Run it inside the transaction that
-    saves the answer, so both or neither are written. Plain SQL, batched: it runs after every message."""
+    moved from reserved to used at the actual amount, the day's spend and the analytics rollup. Run it inside
+    the transaction that saves the answer, so both or neither are written. Plain SQL, batched: it runs after
+    every message."""
     if cached:
         cost = Decimal(0)  # nothing was paid to the provider
         billable = prompt_tokens + completion_tokens if settings.PROMPT_CACHE_HIT_CHARGE == "full" else 0
@@ -110,6 +125,21 @@ def usage_settle(
             shard = admission.user_id % SpendDay.SHARDS
             day = ops.adapt_datefield_value(now.date())
             cursor.execute(_SPEND_ADD_SQL, [day, shard, cost_value, request_id, created_at])
+            cursor.execute(
+                _DAILY_ADD_SQL,
+                [
+                    admission.user_id,
+                    day,
+                    model,
+                    1 if cached else 0,
+                    prompt_tokens,
+                    completion_tokens,
+                    billable,
+                    cost_value,
+                    request_id,
+                    created_at,
+                ],
+            )
             cursor.execute(
                 _QUOTA_SETTLE_SQL,
                 [billable, reserved_tokens, reserved_tokens, admission.period_id, request_id, created_at],
