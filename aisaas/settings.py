@@ -222,6 +222,10 @@ CELERY_BEAT_SCHEDULE = {
     },
     # Periods also roll over on access (lazily); this sweep only keeps them tidy. Hourly, so a missed run
     # is caught up within the hour; running it twice is harmless.
+    "chat-purge-old-content": {
+        "task": "chat.tasks.purge_old_content",
+        "schedule": crontab(hour=3, minute=30),
+    },
     "usage-reset-monthly-quotas": {
         "task": "usage.tasks.reset_monthly_quotas",
         "schedule": crontab(minute=5),
@@ -378,6 +382,9 @@ CHAT_HISTORY_MESSAGES = env.int("CHAT_HISTORY_MESSAGES", default=40)
 CHAT_STREAM_COALESCE_MS = env.int("CHAT_STREAM_COALESCE_MS", default=25)
 # A message still 'streaming' after this long belongs to a process that died; the beat task closes it.
 CHAT_STALE_STREAM_MINUTES = env.int("CHAT_STALE_STREAM_MINUTES", default=15)
+# Prompts and answers (and flagged text) older than this many days are erased by a daily beat task; usage
+# records, rollups and feedback ratings stay. 0 keeps content forever.
+CHAT_CONTENT_RETENTION_DAYS = env.int("CHAT_CONTENT_RETENTION_DAYS", default=0)
 
 # ------------------------------------------------------------------------------------------------------------
 # Usage: the gate in front of every paid call (usage.services)

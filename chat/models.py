@@ -41,6 +41,8 @@ class Message(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     time_to_first_token_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    # Set when the retention task erased the content (CHAT_CONTENT_RETENTION_DAYS).
+    content_purged_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [
@@ -53,3 +55,25 @@ class Message(models.Model):
 
     def __str__(self):
         return f"{self.role} message {self.pk}"
+
+
+class Feedback(models.Model):
+    """A user's thumbs up or down (and optional comment) on one of their answers; staff read it per model and
+    per user in the token analytics."""
+
+    class Rating(models.IntegerChoices):
+        UP = 1, "Thumbs up"
+        DOWN = -1, "Thumbs down"
+
+    message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="feedback")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="feedback")
+    rating = models.SmallIntegerField(choices=Rating.choices)
+    comment = models.TextField(blank=True, max_length=2000)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "feedback"
+        indexes = [models.Index(fields=["created_at"], name="chat_feedback_created")]
+
+    def __str__(self):
+        return f"{self.get_rating_display()} on message {self.message_id}"

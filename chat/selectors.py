@@ -1,3 +1,5 @@
+from django.db.models import F
+
 from aisaas.errors import NotFound
 from chat.models import Conversation, Message
 
@@ -27,7 +29,15 @@ def conversation_get(*, user, conversation_id, for_update: bool = False) -> Conv
 def message_list(*, conversation: Conversation) -> list[dict]:
     return list(
         conversation.messages.order_by("created_at", "id").values(
-            "id", "role", "content", "status", "model", "error_code", "created_at"
+            "id",
+            "role",
+            "content",
+            "status",
+            "model",
+            "error_code",
+            "created_at",
+            "content_purged_at",
+            rating=F("feedback__rating"),
         )
     )
 

@@ -13,14 +13,15 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from aisaas.db import in_db_thread
-from aisaas.errors import ApplicationError, Conflict, InvalidInput, ServiceUnavailable
+from aisaas.errors import ApplicationError, Conflict, InvalidInput, NotFound, ServiceUnavailable
 from chat import events
 from chat.llm import CachedStream, CompletionStream, ProviderError, model_catalogue
-from chat.models import Conversation, Message
+from chat.models import Conversation, Feedback, Message
 from chat.selectors import conversation_get, history_for_prompt
 from chat.streaming import relay_text
 from usage import prompt_cache
 from usage import services as usage
+from usage.models import ModerationEvent
 from usage.tokens import prompt_token_count, token_count
 
 logger = logging.getLogger(__name__)
@@ -458,3 +459,58 @@ def stale_streams_expire() -> int:
     return Message.objects.filter(status=Message.Status.STREAMING, created_at__lt=cutoff).update(
         status=Message.Status.ERROR, error_code="interrupted", finished_at=timezone.now()
     )
+
+
+PURGE_BATCH = 5000
+
+
+def content_purge(*, now=None) -> int:
+    """Erase the text of messages (and flagged moderation text) older than CHAT_CONTENT_RETENTION_DAYS, in
+    batches so no transaction holds many rows. Usage records, the analytics rollup and feedback ratings are
+    untouched: what was used and paid for stays accounted. Returns how many messages were erased."""
+    days = settings.CHAT_CONTENT_RETENTION_DAYS
+    if days <= 0:
+        return 0
+    now = now or timezone.now()
+    cutoff = now - timedelta(days=days)
+    erased = 0
+    while True:
+        batch = list(
+            Message.objects.filter(created_at__lt=cutoff, content_purged_at__isnull=True)
+            .exclude(status=Message.Status.STREAMING)
+            .values_list("pk", flat=True)[:PURGE_BATCH]
+        )
+        if not batch:
+            break
+        erased += Message.objects.filter(pk__in=batch).update(content="", content_purged_at=now)
+    ModerationEvent.objects.filter(created_at__lt=cutoff).exclude(content="").update(content="")
+    Feedback.objects.filter(message__created_at__lt=cutoff).exclude(comment="").update(comment="")
+    return erased
+
+
+@transaction.atomic
+def feedback_give(*, user, message_id, rating, comment: str = "") -> Feedback | None:
+    """A thumbs up (1) or down (-1), with an optional comment, on one of the user's finished answers; 0 takes
+    it back. Another user's message, a question or an answer still streaming: not_found."""
+    if rating not in (1, -1, 0) or isinstance(rating, bool):
+        raise InvalidInput("The rating must be 1 (up), -1 (down) or 0 (none).", field="rating")
+    if not isinstance(comment, str) or len(comment) > 2000:
+        raise InvalidInput("The comment must be text of at most 2,000 characters.", field="comment")
+    message = (
+        Message.objects.filter(
+            pk=message_id if isinstance(message_id, int) else None,
+            conversation__user=user,
+            role=Message.Role.ASSISTANT,
+        )
+        .exclude(status=Message.Status.STREAMING)
+        .first()
+    )
+    if message is None:
+        raise NotFound("That answer does not exist.")
+    if rating == 0:
+        Feedback.objects.filter(message=message).delete()
+        return None
+    feedback, _ = Feedback.objects.update_or_create(
+        message=message, defaults={"user": user, "rating": rating, "comment": comment.strip()}
+    )
+    return feedback

@@ -9,4 +9,5 @@ urlpatterns = [
     path("c/<int:conversation_id>/", views.chat_page, name="conversation"),
     path("c/<int:conversation_id>/rename/", views.conversation_rename, name="rename"),
     path("c/<int:conversation_id>/delete/", views.conversation_delete, name="delete"),
+    path("m/<int:message_id>/feedback/", views.message_feedback, name="feedback"),
 ]

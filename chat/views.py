@@ -31,7 +31,14 @@ def chat_page(request, conversation_id: int | None = None):
             "meter": meter,
             "chat_config": {
                 "conversation": conversation.pk if conversation else None,
-                "messages": [{**m, "created_at": m["created_at"].isoformat()} for m in messages],
+                "messages": [
+                    {
+                        **m,
+                        "created_at": m["created_at"].isoformat(),
+                        "content_purged_at": m["content_purged_at"] and m["content_purged_at"].isoformat(),
+                    }
+                    for m in messages
+                ],
                 "models": models,
                 "defaultModel": default_model,
                 "plan": plan.name,
@@ -76,3 +83,13 @@ def conversation_rename(request, conversation_id: int):
 def conversation_delete(request, conversation_id: int):
     services.conversation_delete(user=request.user, conversation_id=conversation_id)
     return JsonResponse({"id": conversation_id, "deleted": True})
+
+
+@require_POST
+@_login_required_json
+def message_feedback(request, message_id: int):
+    body = _json_body(request)
+    feedback = services.feedback_give(
+        user=request.user, message_id=message_id, rating=body.get("rating"), comment=body.get("comment", "")
+    )
+    return JsonResponse({"message": message_id, "rating": feedback.rating if feedback else 0})

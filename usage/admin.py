@@ -1,7 +1,24 @@
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.db.models import OuterRef, Subquery, Sum
+from django.db.models.functions import TruncDate
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
 
-from usage import services
-from usage.models import ModerationEvent, Plan, QuotaPeriod, SpendControl, SpendDay, UsageRecord, UserPlan
+from aisaas.users.admin import UserAdmin
+from usage import admin_views
+from usage.models import (
+    AccountAction,
+    ModerationEvent,
+    Plan,
+    QuotaPeriod,
+    SpendControl,
+    SpendDay,
+    UsageDaily,
+    UsageRecord,
+    UserPlan,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -36,17 +53,13 @@ class PlanAdmin(admin.ModelAdmin):
 
 
 @admin.register(UserPlan)
-class UserPlanAdmin(admin.ModelAdmin):
-    list_display = ["user", "plan", "changed_at", "cycle_anchor"]
+class UserPlanAdmin(ReadOnlyAdmin):
+    """Plans are changed from a user's analytics page (audited, with a reason), or by billing."""
+
+    list_display = ["user", "plan", "changed_at", "cycle_anchor", "suspended_at"]
     list_filter = ["plan"]
     list_select_related = ["user", "plan"]
     search_fields = ["user__email"]
-    autocomplete_fields = ["user"]
-    readonly_fields = ["changed_at", "cycle_anchor"]
-
-    def save_model(self, request, obj, form, change):
-        # Through the service, so the current period takes the new allowance at once.
-        services.plan_change(user=obj.user, plan=obj.plan)
 
 
 @admin.register(QuotaPeriod)
@@ -106,3 +119,102 @@ class ModerationEventAdmin(ReadOnlyAdmin):
     list_select_related = ["user"]
     search_fields = ["user__email", "content"]
     date_hierarchy = "created_at"
+
+
+@admin.register(AccountAction)
+class AccountActionAdmin(ReadOnlyAdmin):
+    """The audit trail of staff actions on accounts."""
+
+    list_display = ["created_at", "user", "kind", "actor", "reason"]
+    list_filter = ["kind"]
+    list_select_related = ["user", "actor"]
+    search_fields = ["user__email", "actor__email", "reason"]
+    date_hierarchy = "created_at"
+
+
+@admin.register(UsageDaily)
+class TokenAnalyticsAdmin(ReadOnlyAdmin):
+    """'Token analytics' on the admin index: its page is the analytics (usage.admin_views), not a list."""
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_staff
+
+    def has_module_permission(self, request):
+        return request.user.is_active and request.user.is_staff
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("user/<int:user_id>/", view(admin_views.user_analytics), name="usage_user_analytics"),
+            path("user/<int:user_id>/action/", view(admin_views.user_action), name="usage_user_action"),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(self, request, extra_context=None):
+        return admin_views.token_analytics(request, admin_site=self.admin_site)
+
+
+User = get_user_model()
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class UserWithUsageAdmin(UserAdmin):
+    """The user list with each user's plan, tokens and cost this period and last activity (sortable), read
+    with the page's one query; and a link to the user's analytics."""
+
+    list_display = [
+        "email",
+        "plan",
+        "tokens_this_period",
+        "cost_this_period",
+        "last_active",
+        "analytics",
+        "is_active",
+        "is_staff",
+        "date_joined",
+    ]
+    list_select_related = ["user_plan__plan"]
+
+    def get_queryset(self, request):
+        return annotate_usage(super().get_queryset(request))
+
+    @admin.display(description="Plan", ordering="user_plan__plan__name")
+    def plan(self, user):
+        user_plan = getattr(user, "user_plan", None)
+        return user_plan.plan.name if user_plan else "-"
+
+    @admin.display(description="Tokens this period", ordering="tokens_this_period")
+    def tokens_this_period(self, user):
+        return f"{user.tokens_this_period:,}" if user.tokens_this_period is not None else "0"
+
+    @admin.display(description="Cost this period (USD)", ordering="cost_this_period")
+    def cost_this_period(self, user):
+        return f"{user.cost_this_period:.4f}" if user.cost_this_period is not None else "0.0000"
+
+    @admin.display(description="Last active", ordering="last_active")
+    def last_active(self, user):
+        return user.last_active or "-"
+
+    @admin.display(description="Analytics")
+    def analytics(self, user):
+        return format_html('<a href="{}">Token analytics</a>', reverse("admin:usage_user_analytics", args=[user.pk]))
+
+
+def annotate_usage(users):
+    """Per user: tokens used and cost in the current period, and the time of the last request; correlated
+    subqueries on indexed columns (the current period; the rollup from the period's first day; the last
+    usage record), so a page of users is one query."""
+    now = timezone.now()
+    current = QuotaPeriod.objects.filter(user=OuterRef("pk"), start__lte=now, end__gt=now).order_by("-start")
+    cost = (
+        UsageDaily.objects.filter(user=OuterRef("pk"), day__gte=OuterRef("period_first_day"))
+        .values("user")
+        .annotate(total=Sum("cost"))
+        .values("total")
+    )
+    last = UsageRecord.objects.filter(user=OuterRef("pk")).order_by("-created_at").values("created_at")[:1]
+    return users.annotate(
+        tokens_this_period=Subquery(current.values("used")[:1]),
+        period_first_day=TruncDate(Subquery(current.values("start")[:1])),
+    ).annotate(cost_this_period=Subquery(cost), last_active=Subquery(last))

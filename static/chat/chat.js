@@ -58,14 +58,19 @@ function keepScrolled(wasNearBottom) {
   if (wasNearBottom) thread.scrollTop = thread.scrollHeight;
 }
 
-function addMessage({ id, role, content = "", status = "complete", model = "", error_code = "" }) {
+function addMessage({
+  id, role, content = "", status = "complete", model = "", error_code = "", rating = 0, content_purged_at = null,
+}) {
   const wasNearBottom = isNearBottom();
   const article = document.createElement("article");
   article.className = `message ${role} ${status}`;
   if (id) article.dataset.id = id;
   const body = document.createElement("div");
   body.className = "body";
-  if (role === "user") {
+  if (content_purged_at) {
+    body.classList.add("purged");
+    body.textContent = "This text was erased after the retention period.";
+  } else if (role === "user") {
     body.textContent = content;
   } else {
     renderMarkdown(body, content);
@@ -76,6 +81,7 @@ function addMessage({ id, role, content = "", status = "complete", model = "", e
     meta.className = "meta";
     article.append(meta);
     setMeta(article, { status, model, error_code });
+    addFeedback(article, rating);
   }
   thread.append(article);
   keepScrolled(wasNearBottom || role === "user");
@@ -93,6 +99,44 @@ function setMeta(article, { status, model, error_code, error_message }) {
   if (error_message || error_code) parts.push(error_message || error_code);
   meta.textContent = parts.join(" · ");
 }
+
+// ---- feedback: thumbs up/down (and an optional comment) on a finished answer -------------------------------
+
+function addFeedback(article, rating = 0) {
+  article.querySelector(".feedback")?.remove();
+  if (!article.dataset.id || article.classList.contains("streaming")) return;
+  const group = document.createElement("span");
+  group.className = "feedback";
+  for (const [value, symbol, label] of [[1, "👍", "Good answer"], [-1, "👎", "Bad answer"]]) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "icon rate";
+    button.dataset.rating = value;
+    button.title = label;
+    button.setAttribute("aria-label", label);
+    button.setAttribute("aria-pressed", String(rating === value));
+    button.textContent = symbol;
+    group.append(button);
+  }
+  article.querySelector(".meta").append(group);
+}
+
+thread.addEventListener("click", async (event) => {
+  const button = event.target.closest("button.rate");
+  if (!button) return;
+  const article = button.closest("article.message");
+  const chosen = Number(button.dataset.rating);
+  const rating = button.getAttribute("aria-pressed") === "true" ? 0 : chosen; // a second click takes it back
+  const comment = rating === -1 ? window.prompt("What was wrong with this answer? (optional)") || "" : "";
+  try {
+    const data = await postJSON(`/chat/m/${article.dataset.id}/feedback/`, { rating, comment });
+    article.querySelectorAll("button.rate").forEach((b) => {
+      b.setAttribute("aria-pressed", String(Number(b.dataset.rating) === data.rating));
+    });
+  } catch (error) {
+    showNotice(error.message);
+  }
+});
 
 function showNotice(text, kind = "error") {
   const wasNearBottom = isNearBottom();
@@ -309,6 +353,7 @@ function onEnd(frame) {
     error_message: frame.error?.message,
   });
   setStreaming(null);
+  addFeedback(element);
   if (frame.quota) {
     quota = frame.quota;
     updateMeter();
