@@ -181,3 +181,28 @@ def test_the_usage_page_charts_the_users_days(page, browser_user):
     assert page.locator("svg rect.bar").count() >= 1
     assert "demo-mini" in page.inner_text("table.data")
     assert page.js_errors == []
+
+
+def test_thumbs_up_and_down_on_an_answer_are_saved_and_shown_after_a_reload(page, browser_user):
+    from chat.models import Feedback
+
+    sign_in(page, browser_user, PASSWORD)
+    send(page, "Rate me")
+    page.wait_for_selector("article.message.assistant.complete .feedback button.rate")
+
+    rating = page.locator(LAST_ANSWER).locator(".feedback")
+    rating.locator("button[data-rating='1']").click()
+    rating.locator("button[data-rating='1'][aria-pressed='true']").wait_for()
+    assert Feedback.objects.get().rating == 1
+
+    page.once("dialog", lambda dialog: dialog.accept("Too short"))
+    rating.locator("button[data-rating='-1']").click()
+    rating.locator("button[data-rating='-1'][aria-pressed='true']").wait_for()
+    feedback = Feedback.objects.get()
+    assert (feedback.rating, feedback.comment) == (-1, "Too short")
+
+    page.reload()
+    rating = page.locator(LAST_ANSWER).locator(".feedback")
+    rating.locator("button[data-rating='-1'][aria-pressed='true']").wait_for()
+    assert rating.locator("button[aria-pressed='true']").count() == 1
+    assert page.js_errors == []
