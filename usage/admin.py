@@ -1,7 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import get_user_model
-from django.db.models import OuterRef, Subquery, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import F, FilteredRelation, OuterRef, Q, Subquery
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -202,19 +201,16 @@ class UserWithUsageAdmin(UserAdmin):
 
 
 def annotate_usage(users):
-    """Per user: tokens used and cost in the current period, and the time of the last request; correlated
-    subqueries on indexed columns (the current period; the rollup from the period's first day; the last
-    usage record), so a page of users is one query."""
+    """Per user: tokens used and cost in the current period (kept on the period by settlement; joined, so
+    sorting all users by them is one pass), and the time of the last request (a correlated subquery on the
+    (user, created_at) index): a page of users is one query."""
     now = timezone.now()
-    current = QuotaPeriod.objects.filter(user=OuterRef("pk"), start__lte=now, end__gt=now).order_by("-start")
-    cost = (
-        UsageDaily.objects.filter(user=OuterRef("pk"), day__gte=OuterRef("period_first_day"))
-        .values("user")
-        .annotate(total=Sum("cost"))
-        .values("total")
-    )
     last = UsageRecord.objects.filter(user=OuterRef("pk")).order_by("-created_at").values("created_at")[:1]
     return users.annotate(
-        tokens_this_period=Subquery(current.values("used")[:1]),
-        period_first_day=TruncDate(Subquery(current.values("start")[:1])),
-    ).annotate(cost_this_period=Subquery(cost), last_active=Subquery(last))
+        current_period=FilteredRelation(
+            "quota_periods", condition=Q(quota_periods__start__lte=now, quota_periods__end__gt=now)
+        ),
+        tokens_this_period=F("current_period__used"),
+        cost_this_period=F("current_period__cost"),
+        last_active=Subquery(last),
+    )

@@ -23,18 +23,13 @@ def token_analytics(request, *, admin_site):
     scope, problems = analytics.Scope.from_query(request.GET)
     for problem in problems:
         messages.warning(request, problem)
-    days = analytics.per_day(scope)
-    heaviest = analytics.heaviest_users(scope)
-    page = {
-        "scope": scope,
-        "totals": analytics.totals(scope),
-        "days": days,
-        "charts": analytics.day_charts(days),
-        "models": analytics.by_model(scope),
-        "heaviest": heaviest,
-        "satisfaction": analytics.satisfaction_by_model(scope),
-        "satisfaction_by_user": analytics.satisfaction_by_user(scope, [row["user_id"] for row in heaviest]),
-    }
+    page = {"scope": scope, **analytics.overview(scope)}
+    heaviest = page["heaviest"]
+    page.update(
+        charts=analytics.day_charts(page["days"]),
+        satisfaction=analytics.satisfaction_by_model(scope),
+        satisfaction_by_user=analytics.satisfaction_by_user(scope, [row["user_id"] for row in heaviest]),
+    )
     if request.GET.get("format") == "csv":
         return _csv(page)
     for row in heaviest:

@@ -6,12 +6,13 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from usage.charts import bar_chart
-from usage.models import ModerationEvent, Plan, UsageDaily, UsageRecord, UserPlan
+from usage.models import ModerationEvent, Plan, SpendDay, UsageDaily, UsageRecord, UserPlan
 from usage.selectors import plan_and_period, quota_meter
 
 HEAVIEST_USERS = 25
@@ -63,6 +64,14 @@ class Scope:
     def days(self) -> list[date]:
         return [self.first_day + timedelta(days=n) for n in range((self.last_day - self.first_day).days + 1)]
 
+    def day_model_rollups(self):
+        """Per day and model: the service-wide rollup (a few rows a day) unless a plan is chosen, which needs
+        the per-user one."""
+        if self.plan is not None:
+            return self.rollups()
+        rows = SpendDay.objects.filter(day__gte=self.first_day, day__lte=self.last_day)
+        return rows.filter(model=self.model) if self.model else rows
+
     def rollups(self):
         rows = UsageDaily.objects.filter(day__gte=self.first_day, day__lte=self.last_day)
         if self.plan is not None:
@@ -81,58 +90,69 @@ _SUMS = {
 }
 
 
-def totals(scope: Scope) -> dict:
-    row = scope.rollups().aggregate(**_SUMS, active_users=Count("user", distinct=True))
-    row["tokens"] = row["prompt_tokens"] + row["completion_tokens"]
-    row["cache_hit_rate"] = row["cached_requests"] / row["requests"] if row["requests"] else 0.0
-    start, end = scope.moments
-    refusals = ModerationEvent.objects.filter(created_at__gte=start, created_at__lt=end)
-    if scope.plan is not None:
-        refusals = refusals.filter(user__user_plan__plan=scope.plan)
-    row["moderation_refusals"] = refusals.count()
-    return row
-
-
-def per_day(scope: Scope) -> list[dict]:
-    """Every day of the scope (zero when idle): tokens and cost."""
-    by_day = {
-        row["day"]: row
-        for row in scope.rollups().values("day").annotate(**_SUMS).order_by("day")
-    }  # fmt: skip
-    days = []
-    for day in scope.days:
-        row = by_day.get(day) or {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost": Decimal(0)}
-        days.append(
-            {"day": day, "requests": row["requests"], "tokens": row["prompt_tokens"] + row["completion_tokens"],
-             "cost": row["cost"]}
-        )  # fmt: skip
-    return days
-
-
-def day_charts(days: list[dict]) -> dict:
+def overview(scope: Scope, *, heaviest: int = HEAVIEST_USERS) -> dict:
+    """The analytics page's numbers from two grouped reads of the rollups: per (day, model), which gives the
+    days, the models and the totals; and per user, which gives the heaviest users, their share and the
+    number of active users."""
+    by_day_model = list(scope.day_model_rollups().values("day", "model").annotate(**_SUMS).order_by())
+    totals = {name: sum(row[name] for row in by_day_model) for name in _SUMS}
+    totals["cost"] = Decimal(totals["cost"])
+    totals["tokens"] = totals["prompt_tokens"] + totals["completion_tokens"]
+    totals["cache_hit_rate"] = totals["cached_requests"] / totals["requests"] if totals["requests"] else 0.0
+    users, totals["active_users"] = _heaviest_users(scope, heaviest)
+    totals["moderation_refusals"] = _moderation_refusals(scope)
+    for row in users:
+        row["share"] = row["tokens"] / totals["tokens"] if totals["tokens"] else 0.0
     return {
-        "tokens": bar_chart([(d["day"].strftime("%b %-d"), d["tokens"]) for d in days]),
-        "cost": bar_chart([(d["day"].strftime("%b %-d"), d["cost"]) for d in days]),
+        "totals": totals,
+        "days": _per_day(scope, by_day_model),
+        "models": _per_model(by_day_model),
+        "heaviest": users,
     }
 
 
-def by_model(scope: Scope) -> list[dict]:
-    rows = list(scope.rollups().values("model").annotate(**_SUMS).order_by("-cost", "model"))
+def _per_day(scope: Scope, rows: list[dict]) -> list[dict]:
+    """Every day of the scope (zero when idle): requests, tokens and cost."""
+    days = {day: {"day": day, "requests": 0, "tokens": 0, "cost": Decimal(0)} for day in scope.days}
     for row in rows:
-        row["tokens"] = row["prompt_tokens"] + row["completion_tokens"]
-    return rows
+        day = days[row["day"]]
+        day["requests"] += row["requests"]
+        day["tokens"] += row["prompt_tokens"] + row["completion_tokens"]
+        day["cost"] += row["cost"]
+    return list(days.values())
 
 
-def heaviest_users(scope: Scope, *, limit: int = HEAVIEST_USERS) -> list[dict]:
-    """The users with the most tokens in the scope, with their share of all tokens, plan and requests."""
-    rows = list(
+def _per_model(rows: list[dict]) -> list[dict]:
+    models: dict[str, dict] = {}
+    for row in rows:
+        model = models.setdefault(row["model"], {"model": row["model"], **dict.fromkeys(_SUMS, 0)})
+        for name in _SUMS:
+            model[name] += row[name]
+    for model in models.values():
+        model["tokens"] = model["prompt_tokens"] + model["completion_tokens"]
+    return sorted(models.values(), key=lambda m: (-m["cost"], m["model"]))
+
+
+def _heaviest_users(scope: Scope, limit: int) -> tuple[list[dict], int]:
+    """The `limit` users with the most tokens, and how many users were active at all: one query (the count
+    is a window over the grouped rows)."""
+    per_user = (
         scope.rollups()
         .values("user_id")
         .annotate(tokens=Sum(F("prompt_tokens") + F("completion_tokens")))  # before the sums take the names
         .annotate(**_SUMS)
-        .order_by("-tokens", "user_id")[:limit]
+        .order_by()
     )
-    everything = totals_tokens(scope)
+    inner_sql, params = per_user.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT per_user.*, COUNT(*) OVER () FROM ({inner_sql}) AS per_user "  # noqa: S608 (Django's SQL)
+            "ORDER BY per_user.tokens DESC, per_user.user_id LIMIT %s",
+            [*params, limit],
+        )
+        names = [column[0] for column in cursor.description]
+        rows = [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
+    active = rows[0][names[-1]] if rows else 0
     users = {
         user.pk: user
         for user in get_user_model()
@@ -140,17 +160,27 @@ def heaviest_users(scope: Scope, *, limit: int = HEAVIEST_USERS) -> list[dict]:
         .select_related("user_plan__plan")
     }
     for row in rows:
+        row["cost"] = Decimal(str(row["cost"]))  # SQLite sums come back as floats
         user = users.get(row["user_id"])
         row["email"] = user.email if user else "(deleted)"
-        plan_row = getattr(user, "user_plan", None) if user else None
-        row["plan"] = plan_row.plan.name if plan_row else ""
-        row["share"] = row["tokens"] / everything if everything else 0.0
-    return rows
+        user_plan = getattr(user, "user_plan", None) if user else None
+        row["plan"] = user_plan.plan.name if user_plan else ""
+    return rows, active
 
 
-def totals_tokens(scope: Scope) -> int:
-    row = scope.rollups().aggregate(tokens=Coalesce(Sum(F("prompt_tokens") + F("completion_tokens")), 0))
-    return row["tokens"]
+def _moderation_refusals(scope: Scope) -> int:
+    start, end = scope.moments
+    refusals = ModerationEvent.objects.filter(created_at__gte=start, created_at__lt=end)
+    if scope.plan is not None:
+        refusals = refusals.filter(user__user_plan__plan=scope.plan)
+    return refusals.count()
+
+
+def day_charts(days: list[dict]) -> dict:
+    return {
+        "tokens": bar_chart([(d["day"].strftime("%b %-d"), d["tokens"]) for d in days]),
+        "cost": bar_chart([(d["day"].strftime("%b %-d"), d["cost"]) for d in days]),
+    }
 
 
 def satisfaction_by_model(scope: Scope) -> list[dict]:

@@ -112,6 +112,8 @@ class QuotaPeriod(models.Model):
     allowance = models.PositiveBigIntegerField()
     used = models.PositiveBigIntegerField(default=0)
     reserved = models.PositiveBigIntegerField(default=0)
+    # What the period's calls cost us (USD), kept by settlement with `used`.
+    cost = models.DecimalField(**USD, default=Decimal(0))
     # Tokens staff granted on top of the plan for this period (part of `allowance`; kept across plan changes).
     bonus_tokens = models.PositiveBigIntegerField(default=0)
     # Billing: tokens of this period after which usage is reported to Stripe's meter (the plan's, when the
@@ -229,24 +231,33 @@ class AccountAction(models.Model):
 
 
 class SpendDay(models.Model):
-    """What the provider cost us on one UTC day, across all users: the global spend cap reads the sum.
+    """What the service used and the provider cost us on one UTC day, per model, across all users: the global
+    spend cap reads the cost; the analytics read the days and models from here (a few rows a day) instead of
+    the per-user rollup. Kept by settlement, recomputed with UsageDaily by usage_rollup_rebuild.
 
-    Each day is split into SHARDS rows (by user id) so that settlements from many users do not all queue
-    for one row's lock; the day's spend is the sum of its rows.
+    Each day and model is split into SHARDS rows (by user id) so that settlements from many users do not all
+    queue for one row's lock; the day's figures are the sum of its rows.
     """
 
     SHARDS = 16
 
     day = models.DateField()
+    model = models.CharField(max_length=100, default="")
     shard = models.PositiveSmallIntegerField()
     cost = models.DecimalField(**USD, default=Decimal(0))
     requests = models.PositiveIntegerField(default=0)
+    cached_requests = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    billable_tokens = models.PositiveBigIntegerField(default=0)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["day", "shard"], name="one_spend_row_per_day_shard")]
+        constraints = [
+            models.UniqueConstraint(fields=["day", "model", "shard"], name="one_spend_row_per_day_model_shard")
+        ]
 
     def __str__(self):
-        return f"{self.day} #{self.shard}: ${self.cost}"
+        return f"{self.day} {self.model} #{self.shard}: ${self.cost}"
 
 
 class SpendControl(models.Model):

@@ -80,13 +80,13 @@ def quota_periods_roll_over(*, now: datetime | None = None) -> int:
     start, end = calendar_month(now)
     adapt = connection.ops.adapt_datetimefield_value
     sql = """
-        INSERT INTO usage_quotaperiod (user_id, start, "end", allowance, metered_after, used, reserved, bonus_tokens,
-            created_at)
+        INSERT INTO usage_quotaperiod (user_id, start, "end", allowance, metered_after, used, cost, reserved,
+            bonus_tokens, created_at)
         SELECT up.user_id, %s, %s,
                CASE WHEN p.metering = 'overage' THEN p.monthly_token_allowance + p.overage_token_limit
                     ELSE p.monthly_token_allowance END,
                CASE p.metering WHEN 'overage' THEN p.monthly_token_allowance WHEN 'all' THEN 0 END,
-               0, 0, 0, %s
+               0, 0, 0, 0, %s
         FROM usage_userplan up JOIN usage_plan p ON p.id = up.plan_id
         WHERE up.cycle_anchor IS NULL
           AND EXISTS (SELECT 1 FROM usage_quotaperiod q WHERE q.user_id = up.user_id AND q."end" <= %s)

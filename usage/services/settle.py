@@ -44,11 +44,17 @@ _RECORD_INSERT_SQL = """
     ON CONFLICT (request_id) DO NOTHING
 """
 _SPEND_ADD_SQL = """
-    INSERT INTO usage_spendday (day, shard, cost, requests)
-    SELECT %s, %s, %s, 1
+    INSERT INTO usage_spendday (day, model, shard, cost, requests, cached_requests, prompt_tokens, completion_tokens,
+        billable_tokens)
+    SELECT %s, %s, %s, %s, 1, %s, %s, %s, %s
     WHERE EXISTS (SELECT 1 FROM usage_usagerecord WHERE request_id = %s AND created_at = %s)
-    ON CONFLICT (day, shard) DO UPDATE
-    SET cost = usage_spendday.cost + EXCLUDED.cost, requests = usage_spendday.requests + 1
+    ON CONFLICT (day, model, shard) DO UPDATE
+    SET cost = usage_spendday.cost + EXCLUDED.cost,
+        requests = usage_spendday.requests + 1,
+        cached_requests = usage_spendday.cached_requests + EXCLUDED.cached_requests,
+        prompt_tokens = usage_spendday.prompt_tokens + EXCLUDED.prompt_tokens,
+        completion_tokens = usage_spendday.completion_tokens + EXCLUDED.completion_tokens,
+        billable_tokens = usage_spendday.billable_tokens + EXCLUDED.billable_tokens
 """
 # The analytics rollup (UsageDaily), in the same transaction: it always equals the sum of the records.
 _DAILY_ADD_SQL = """
@@ -67,7 +73,7 @@ _DAILY_ADD_SQL = """
 # `reserved` never goes below zero: a slow request's reservation may have been released as stale meanwhile.
 _QUOTA_SETTLE_SQL = """
     UPDATE usage_quotaperiod
-    SET used = used + %s, reserved = CASE WHEN reserved > %s THEN reserved - %s ELSE 0 END
+    SET used = used + %s, cost = cost + %s, reserved = CASE WHEN reserved > %s THEN reserved - %s ELSE 0 END
     WHERE id = %s AND EXISTS (SELECT 1 FROM usage_usagerecord WHERE request_id = %s AND created_at = %s)
     RETURNING allowance, used, reserved
 """
@@ -124,25 +130,14 @@ def usage_settle(
             )
             shard = admission.user_id % SpendDay.SHARDS
             day = ops.adapt_datefield_value(now.date())
-            cursor.execute(_SPEND_ADD_SQL, [day, shard, cost_value, request_id, created_at])
+            tallies = [1 if cached else 0, prompt_tokens, completion_tokens, billable]
+            cursor.execute(_SPEND_ADD_SQL, [day, model, shard, cost_value, *tallies, request_id, created_at])
             cursor.execute(
-                _DAILY_ADD_SQL,
-                [
-                    admission.user_id,
-                    day,
-                    model,
-                    1 if cached else 0,
-                    prompt_tokens,
-                    completion_tokens,
-                    billable,
-                    cost_value,
-                    request_id,
-                    created_at,
-                ],
+                _DAILY_ADD_SQL, [admission.user_id, day, model, *tallies, cost_value, request_id, created_at]
             )
             cursor.execute(
                 _QUOTA_SETTLE_SQL,
-                [billable, reserved_tokens, reserved_tokens, admission.period_id, request_id, created_at],
+                [billable, cost_value, reserved_tokens, reserved_tokens, admission.period_id, request_id, created_at],
             )
         row = cursor.fetchone()  # the quota row, if this attempt recorded the call
     if row is None:  # settled before (a retry): report the period as it is
