@@ -12,10 +12,10 @@ does not grow with the data. Target: each page at most 300 ms at 1M records. Res
 
 import argparse
 import statistics
-from decimal import Decimal
 import sys
 import time
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +29,6 @@ EMAIL = "analytics-bench-{}@example.com"
 def seed_users(count: int) -> list[int]:
     from django.contrib.auth import get_user_model
     from django.db import connection
-
     from django.utils import timezone
 
     from usage.models import Plan, QuotaPeriod, UsageDaily, UsageRecord, UserPlan
