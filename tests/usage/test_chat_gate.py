@@ -11,6 +11,7 @@ from aisaas.db import in_db_thread as database_sync_to_async
 from chat import services as chat_services
 from chat.models import Message
 from tests.chat.conftest import delta_text, open_socket, saved
+from tests.factories import UserFactory
 from tests.usage.conftest import make_plan
 from usage import services
 from usage.models import ModerationEvent, QuotaPeriod, UsageRecord
@@ -89,6 +90,18 @@ async def test_an_exhausted_quota_refuses_before_the_provider_is_called(chat_soc
     assert error["remaining"] == 50 and error["reset_at"] == (await period_of(user)).end.isoformat()
     assert provider_calls == [] and await records(user) == []
     assert not await database_sync_to_async(Message.objects.exists)()
+
+
+async def test_a_suspended_user_is_refused_in_the_chat_before_the_provider_is_called(chat_socket, user, provider_calls):
+    staff = await database_sync_to_async(UserFactory)(is_staff=True)
+    await database_sync_to_async(services.account_suspend)(actor=staff, user=user, reason="Abuse report")
+
+    await chat_socket.send({"type": "message", "conversation": None, "content": "hi"})
+    error = await chat_socket.receive()
+
+    assert error["type"] == "error" and error["code"] == "account_suspended"
+    assert "suspended" in error["message"]
+    assert provider_calls == [] and await records(user) == []
 
 
 async def test_a_model_outside_the_plan_is_refused(chat_socket, user):
