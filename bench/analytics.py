@@ -80,7 +80,6 @@ def seed_records(user_ids: list[int], count: int, offset: int) -> None:
             """,
             [offset + 1, offset + count, user_ids, len(user_ids)],
         )
-        cursor.execute("ANALYZE usage_usagerecord")
 
 
 def rebuild() -> float:
@@ -92,9 +91,11 @@ def rebuild() -> float:
     today = timezone.now().date()
     started = time.perf_counter()
     usage_rollup_rebuild(first_day=today - timedelta(days=31), last_day=today)
+    elapsed = time.perf_counter() - started
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE usage_usagedaily")
-    return time.perf_counter() - started
+        # As autovacuum would after such a load; measuring while it runs would time the vacuum too.
+        cursor.execute("VACUUM (ANALYZE) usage_usagerecord, usage_usagedaily, usage_spendday, usage_quotaperiod")
+    return elapsed
 
 
 def time_pages(client, heaviest_user_id: int, runs: int) -> dict:

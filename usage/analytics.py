@@ -134,20 +134,25 @@ def _per_model(rows: list[dict]) -> list[dict]:
 
 
 def _heaviest_users(scope: Scope, limit: int) -> tuple[list[dict], int]:
-    """The `limit` users with the most tokens, and how many users were active at all: one query (the count
-    is a window over the grouped rows)."""
+    """The `limit` users with the most tokens, and how many users were active at all: one pass over the
+    scope's rows (the per-user sums are computed once, then counted and ranked)."""
     per_user = (
         scope.rollups()
         .values("user_id")
-        .annotate(tokens=Sum(F("prompt_tokens") + F("completion_tokens")))  # before the sums take the names
-        .annotate(**_SUMS)
+        .annotate(
+            prompt_tokens=Sum("prompt_tokens"),
+            completion_tokens=Sum("completion_tokens"),
+            requests=Sum("requests"),
+            cost=Sum("cost"),
+        )
         .order_by()
     )
     inner_sql, params = per_user.query.sql_with_params()
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT per_user.*, COUNT(*) OVER () FROM ({inner_sql}) AS per_user "  # noqa: S608 (Django's SQL)
-            "ORDER BY per_user.tokens DESC, per_user.user_id LIMIT %s",
+            f"WITH per_user AS MATERIALIZED ({inner_sql}) "  # noqa: S608 (Django's SQL)
+            "SELECT per_user.*, (SELECT COUNT(*) FROM per_user) FROM per_user "
+            "ORDER BY per_user.prompt_tokens + per_user.completion_tokens DESC, per_user.user_id LIMIT %s",
             [*params, limit],
         )
         names = [column[0] for column in cursor.description]
@@ -160,6 +165,7 @@ def _heaviest_users(scope: Scope, limit: int) -> tuple[list[dict], int]:
         .select_related("user_plan__plan")
     }
     for row in rows:
+        row["tokens"] = row["prompt_tokens"] + row["completion_tokens"]
         row["cost"] = Decimal(str(row["cost"]))  # SQLite sums come back as floats
         user = users.get(row["user_id"])
         row["email"] = user.email if user else "(deleted)"
