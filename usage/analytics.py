@@ -157,7 +157,7 @@ def _heaviest_users(scope: Scope, limit: int) -> tuple[list[dict], int]:
         )
         names = [column[0] for column in cursor.description]
         rows = [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
-    active = rows[0][names[-1]] if rows else 0
+    active = int(rows[0][names[-1]]) if rows else 0
     users = {
         user.pk: user
         for user in get_user_model()
@@ -165,8 +165,11 @@ def _heaviest_users(scope: Scope, limit: int) -> tuple[list[dict], int]:
         .select_related("user_plan__plan")
     }
     for row in rows:
+        # Raw sums: PostgreSQL gives numeric (Decimal) for sums of integers, SQLite floats for sums of decimals.
+        for name in ("prompt_tokens", "completion_tokens", "requests"):
+            row[name] = int(row[name])
         row["tokens"] = row["prompt_tokens"] + row["completion_tokens"]
-        row["cost"] = Decimal(str(row["cost"]))  # SQLite sums come back as floats
+        row["cost"] = Decimal(str(row["cost"]))
         user = users.get(row["user_id"])
         row["email"] = user.email if user else "(deleted)"
         user_plan = getattr(user, "user_plan", None) if user else None
