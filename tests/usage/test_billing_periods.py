@@ -93,3 +93,15 @@ def test_an_overage_plan_lets_a_period_pass_its_allowance_up_to_the_overage_limi
     services.quota_reserve(period=period, tokens=1400)
     with pytest.raises(services.LimitReached):
         services.quota_reserve(period=period, tokens=101)
+
+
+@pytest.mark.django_db
+def test_allowances_and_bonuses_beyond_32_bits_are_applied_exactly(user):
+    # With server-side binding Django sends a plain int parameter as int4: these would wrap around.
+    services.quota_period_current(user=user, plan=selectors.plan_for(user=user))
+    services.plan_change(user=user, plan=make_plan(monthly_token_allowance=10**15))
+    staff = type(user).objects.create_user(email="staff@example.com", is_staff=True)
+    services.bonus_tokens_grant(actor=staff, user=user, tokens=3 * 10**9, reason="Enterprise trial")
+
+    period = QuotaPeriod.objects.containing(timezone.now()).get(user=user)
+    assert (period.allowance, period.bonus_tokens) == (10**15 + 3 * 10**9, 3 * 10**9)

@@ -2,7 +2,7 @@
 (AccountAction: who, when, what, why) in the same transaction as the change itself."""
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import BigIntegerField, F, Value
 from django.utils import timezone
 
 from aisaas.errors import InvalidInput
@@ -23,8 +23,9 @@ def bonus_tokens_grant(*, actor, user, tokens: int, reason: str) -> QuotaPeriod:
     if not isinstance(tokens, int) or tokens <= 0:
         raise InvalidInput("Bonus tokens must be a positive whole number.", field="tokens")
     period = quota_period_current(user=user, plan=user_plan_create(user=user).plan)
+    amount = Value(tokens, output_field=BigIntegerField())  # not int4 (server-side binding): it may pass 2^31
     QuotaPeriod.objects.filter(pk=period.pk).update(
-        bonus_tokens=F("bonus_tokens") + tokens, allowance=F("allowance") + tokens
+        bonus_tokens=F("bonus_tokens") + amount, allowance=F("allowance") + amount
     )
     _audit(actor=actor, user=user, kind=AccountAction.Kind.BONUS_TOKENS, reason=reason, tokens=tokens,
            period_id=period.pk)  # fmt: skip

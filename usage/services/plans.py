@@ -3,7 +3,7 @@
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import BigIntegerField, F, Value
 from django.utils import timezone
 
 from usage.models import Plan, QuotaPeriod, UserPlan
@@ -35,6 +35,8 @@ def plan_change(*, user, plan: Plan, billing_cycle: tuple[datetime, datetime] | 
     if billing_cycle is not KEEP and billing_cycle:
         quota_period_align(user=user, plan=plan, start=billing_cycle[0], end=billing_cycle[1])
     terms = period_terms(plan)
-    terms["allowance"] = F("bonus_tokens") + terms["allowance"]  # what staff granted stays
+    # What staff granted stays. A bigint Value: with server-side binding Django would send a plain int as int4
+    # (a limit over 2^31 would wrap).
+    terms["allowance"] = F("bonus_tokens") + Value(terms["allowance"], output_field=BigIntegerField())
     QuotaPeriod.objects.filter(user=user).containing(now).update(**terms)
     return user_plan
