@@ -2,10 +2,13 @@ from django.contrib import admin
 from django.urls import include, path
 
 from aisaas import views
+from aisaas.users import views as user_views
 
 urlpatterns = [
     path("", views.landing, name="landing"),
     path("accounts/", include("allauth.urls")),
+    path("api-keys/", user_views.api_keys, name="api_keys"),
+    path("api-keys/<int:key_id>/revoke/", user_views.api_key_revoke, name="api_key_revoke"),
     path("chat/", include("chat.urls")),
     path("usage/", include("usage.urls")),
     path("", include("billing.urls")),

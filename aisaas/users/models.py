@@ -1,5 +1,6 @@
 from django.contrib.auth.models import AbstractUser, BaseUserManager
 from django.db import models
+from django.utils import timezone
 
 
 class UserManager(BaseUserManager):
@@ -50,3 +51,29 @@ class User(AbstractUser):
 
     def get_short_name(self):
         return self.display_name
+
+
+class ApiKey(models.Model):
+    """A key for our OpenAI-compatible API. Only its SHA-256 is stored (keys are long random strings, so a
+    fast hash is enough) and a short prefix to tell keys apart; the key itself is shown once."""
+
+    PREFIX = "sk-ais-"
+
+    user = models.ForeignKey("users.User", on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=20, help_text="The key's first characters, to recognise it.")
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+        indexes = [models.Index(fields=["user", "-created_at"], name="users_apikey_user_recent")]
+
+    def __str__(self):
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

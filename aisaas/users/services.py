@@ -1,7 +1,13 @@
+import hashlib
+import secrets
+from datetime import timedelta
+
 from allauth.account.models import EmailAddress
 from django.db import transaction
+from django.utils import timezone
 
-from aisaas.users.models import User
+from aisaas.errors import InvalidInput, NotFound
+from aisaas.users.models import ApiKey, User
 
 
 @transaction.atomic
@@ -15,3 +21,53 @@ def user_create_verified(*, email: str, password: str, name: str = "") -> User:
     user.save(update_fields=["password"])
     EmailAddress.objects.update_or_create(user=user, email=email, defaults={"verified": True, "primary": True})
     return user
+
+
+MAX_ACTIVE_API_KEYS = 20
+# Writing last_used_at on every API call would add a write to each one; once a minute is enough to show it.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def api_key_hash(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+@transaction.atomic
+def api_key_create(*, user: User, name: str) -> tuple[ApiKey, str]:
+    """A new key for the user; returns it and the key itself, which is never stored and never shown again."""
+    name = (name or "").strip()
+    if not name or len(name) > 100:
+        raise InvalidInput("Give the key a name (up to 100 characters).", field="name")
+    if ApiKey.objects.filter(user=user, revoked_at__isnull=True).count() >= MAX_ACTIVE_API_KEYS:
+        raise InvalidInput(f"You have {MAX_ACTIVE_API_KEYS} active keys: revoke one first.", field="name")
+    raw_key = ApiKey.PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey.objects.create(
+        user=user, name=name, prefix=raw_key[: len(ApiKey.PREFIX) + 6], key_hash=api_key_hash(raw_key)
+    )
+    return key, raw_key
+
+
+def api_key_revoke(*, user: User, key_id: int) -> ApiKey:
+    """Revoke one of the user's keys; it stops working at once. Another user's key: not_found."""
+    key = ApiKey.objects.filter(pk=key_id, user=user).first()
+    if key is None:
+        raise NotFound("That key does not exist.")
+    ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    key.refresh_from_db()
+    return key
+
+
+def api_key_authenticate(raw_key: str) -> ApiKey | None:
+    """The active key matching `raw_key` (with its user), or None."""
+    if not raw_key or not raw_key.startswith(ApiKey.PREFIX) or len(raw_key) > 200:
+        return None
+    key = (
+        ApiKey.objects.select_related("user")
+        .filter(key_hash=api_key_hash(raw_key), revoked_at__isnull=True, user__is_active=True)
+        .first()
+    )
+    if key is not None:
+        now = timezone.now()
+        if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+            ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+    return key

@@ -1,0 +1,38 @@
+"""The API keys page: create (the key is shown once), list, revoke."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from aisaas.errors import ApplicationError
+from aisaas.users import services
+from aisaas.users.models import ApiKey
+
+
+@login_required
+def api_keys(request):
+    new_key = None
+    if request.method == "POST":
+        try:
+            _, new_key = services.api_key_create(user=request.user, name=request.POST.get("name", ""))
+        except ApplicationError as error:
+            messages.error(request, error.message)
+            return redirect("api_keys")
+    keys = ApiKey.objects.filter(user=request.user).order_by("revoked_at", "-created_at")
+    # The new key is in this response only: it is never stored, so a reload cannot show it again.
+    response = render(request, "users/api_keys.html", {"keys": keys, "new_key": new_key})
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_POST
+def api_key_revoke(request, key_id: int):
+    try:
+        key = services.api_key_revoke(user=request.user, key_id=key_id)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, f"The key “{key.name}” is revoked: it no longer works.")
+    return redirect("api_keys")
