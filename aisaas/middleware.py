@@ -35,11 +35,19 @@ class ApplicationErrorMiddleware:
         if not isinstance(exception, ApplicationError):
             return None
         response = JsonResponse({"error": exception.as_dict()}, status=exception.http_status)
-        details = exception.details
-        if "retry_after" in details:  # a limit refused the request: say when to come back
-            response["Retry-After"] = str(details["retry_after"])
-        if "limit_value" in details:
-            response["X-RateLimit-Limit"] = str(details["limit_value"])
-            response["X-RateLimit-Remaining"] = str(details["remaining"])
-            response["X-RateLimit-Reset"] = str(round(datetime.fromisoformat(details["reset_at"]).timestamp()))
+        for header, value in limit_headers(exception).items():
+            response[header] = value
         return response
+
+
+def limit_headers(error: ApplicationError) -> dict[str, str]:
+    """When a limit refused a request: when to come back (Retry-After) and the limit's state (X-RateLimit-*,
+    the reset as epoch seconds)."""
+    details, headers = error.details, {}
+    if "retry_after" in details:
+        headers["Retry-After"] = str(details["retry_after"])
+    if "limit_value" in details:
+        headers["X-RateLimit-Limit"] = str(details["limit_value"])
+        headers["X-RateLimit-Remaining"] = str(details["remaining"])
+        headers["X-RateLimit-Reset"] = str(round(datetime.fromisoformat(details["reset_at"]).timestamp()))
+    return headers

@@ -382,6 +382,8 @@ CHAT_HISTORY_MESSAGES = env.int("CHAT_HISTORY_MESSAGES", default=40)
 CHAT_STREAM_COALESCE_MS = env.int("CHAT_STREAM_COALESCE_MS", default=25)
 # A message still 'streaming' after this long belongs to a process that died; the beat task closes it.
 CHAT_STALE_STREAM_MINUTES = env.int("CHAT_STALE_STREAM_MINUTES", default=15)
+# The OpenAI-compatible API (/v1): the most characters a request's messages may hold.
+API_MAX_PROMPT_CHARS = env.int("API_MAX_PROMPT_CHARS", default=100_000)
 # Prompts and answers (and flagged text) older than this many days are erased by a daily beat task; usage
 # records, rollups and feedback ratings stay. 0 keeps content forever.
 CHAT_CONTENT_RETENTION_DAYS = env.int("CHAT_CONTENT_RETENTION_DAYS", default=0)

@@ -3,6 +3,7 @@ from django.urls import include, path
 
 from aisaas import views
 from aisaas.users import views as user_views
+from chat import api as openai_api
 
 urlpatterns = [
     path("", views.landing, name="landing"),
@@ -15,4 +16,7 @@ urlpatterns = [
     # Stripe's webhooks: /stripe/webhook/<uuid>/ (dj-stripe's view; the endpoint's secret is in its admin).
     path("stripe/", include("djstripe.urls", namespace="djstripe")),
     path("admin/", admin.site.urls),
+    # The OpenAI-compatible API (the official SDKs: base_url = https://<host>/v1).
+    path("v1/chat/completions", openai_api.chat_completions, name="openai_chat_completions"),
+    path("v1/models", openai_api.models, name="openai_models"),
 ]

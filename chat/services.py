@@ -355,7 +355,8 @@ async def reply_stream(
         )
         # Shielded: a cancelled caller must not leave the reply unsettled or the call unaccounted.
         period = await asyncio.shield(
-            _settle_with_retries(
+            settle_with_retries(
+                reply_settle,
                 plan=reply.plan,
                 stream=stream,
                 turn=turn,
@@ -372,12 +373,13 @@ async def reply_stream(
 SETTLE_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
 
 
-async def _settle_with_retries(**settle_arguments) -> dict:
-    """reply_settle, retried through a short database outage: it is idempotent (the message update is
-    conditional and the usage record unique per request), so a retry after an unclear failure writes once."""
+async def settle_with_retries(settle, **arguments) -> dict:
+    """A settlement (reply_settle, completion_settle), retried through a short database outage: they are
+    idempotent (the usage record is unique per request, the message update conditional), so a retry after an
+    unclear failure writes once."""
     for delay in (*SETTLE_RETRY_DELAYS, None):
         try:
-            return await in_db_thread(reply_settle)(**settle_arguments)
+            return await in_db_thread(settle)(**arguments)
         except DatabaseError:
             if delay is None:
                 raise

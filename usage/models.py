@@ -146,6 +146,10 @@ class UsageRecord(models.Model):
         API = "api"
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_records")
+    # The API key the call came with (source "api").
+    api_key = models.ForeignKey(
+        "users.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="usage_records"
+    )
     # The quota period the tokens counted against (billing reports usage per period).
     period = models.ForeignKey(
         QuotaPeriod, on_delete=models.SET_NULL, null=True, blank=True, related_name="usage_records"

@@ -33,6 +33,7 @@ class Admission:
     """A request the gate let through, with what it holds until it is settled or released."""
 
     request_id: str
+    api_key_id: int | None  # the API key the call came with (None: the chat page)
     user_id: int
     source: str
     model: str
@@ -177,14 +178,24 @@ def _db_decimal(value) -> Decimal:
     return value if isinstance(value, Decimal) else Decimal(str(value))
 
 
-def gate_admit(*, user, state: GateState, model: str, prompt: list[dict], source: str, cacheable: bool) -> Admission:
+def gate_admit(
+    *,
+    user,
+    state: GateState,
+    model: str,
+    prompt: list[dict],
+    source: str,
+    cacheable: bool,
+    max_tokens: int | None = None,
+    api_key_id: int | None = None,
+) -> Admission:
     """Let a paid call through, or raise: AccountSuspended (403), LimitReached (429), SpendCapReached, or
     ServiceUnavailable when a store cannot be reached (I8). `state` comes from gate_state. Sync: run it in a
-    database thread."""
+    database thread. `max_tokens`: the caller's own limit (the API's), lowered to the plan's."""
     if state.suspended:
         raise AccountSuspended("Your access to the AI service is suspended. Please contact support.")
     plan = state.plan
-    max_tokens = min(plan.max_tokens_per_request, settings.LLM_MAX_TOKENS)
+    max_tokens = min(plan.max_tokens_per_request, settings.LLM_MAX_TOKENS, max_tokens or settings.LLM_MAX_TOKENS)
     tokens = prompt_tokens_upper_bound(prompt) + max_tokens
     user_limits = _limits_for(user_id=user.pk, plan=plan, tokens=tokens)
     try:
@@ -222,6 +233,7 @@ def gate_admit(*, user, state: GateState, model: str, prompt: list[dict], source
         cache_key = prompt_cache.key_for(user_id=user.pk, model=model, messages=prompt, max_tokens=max_tokens)
     return Admission(
         request_id=uuid.uuid4().hex,
+        api_key_id=api_key_id,
         user_id=user.pk,
         source=source,
         model=model,

@@ -38,9 +38,9 @@ class Settlement:
 # inserted unless its request id exists (the unique index makes a concurrent duplicate wait, then skip), and
 # the quota and spend change only if the record of *this attempt* (its created_at) is there.
 _RECORD_INSERT_SQL = """
-    INSERT INTO usage_usagerecord (user_id, period_id, conversation_id, message_id, request_id, source, model,
-        status, prompt_tokens, completion_tokens, billable_tokens, cost, cached, latency_ms, created_at)
-    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    INSERT INTO usage_usagerecord (user_id, period_id, api_key_id, conversation_id, message_id, request_id, source,
+        model, status, prompt_tokens, completion_tokens, billable_tokens, cost, cached, latency_ms, created_at)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
     ON CONFLICT (request_id) DO NOTHING
 """
 _SPEND_ADD_SQL = """
@@ -113,6 +113,7 @@ def usage_settle(
                 [
                     admission.user_id,
                     admission.period_id,
+                    admission.api_key_id,
                     conversation_id,
                     message_id,
                     request_id,

@@ -1,0 +1,305 @@
+"""The OpenAI-compatible chat completions API (/v1): the chat page's gate, moderation, provider call and
+settlement (usage.services, chat.llm), in OpenAI's wire format (../shared/specs/openai: CreateChatCompletion
+Request/Response/StreamResponse). Usage records carry source "api" and the key used.
+"""
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from django.conf import settings
+from django.db import transaction
+
+from aisaas.db import in_db_thread
+from aisaas.errors import ApplicationError, InvalidInput, NotFound
+from chat.llm import CachedStream, CompletionStream, ProviderError, model_catalogue
+from chat.services import models_for, settle_with_retries
+from usage import prompt_cache
+from usage import services as usage
+from usage.tokens import prompt_token_count, token_count
+
+logger = logging.getLogger(__name__)
+
+ROLES = {"system", "developer", "user", "assistant"}
+# Parameters the OpenAI API accepts that we cannot honour: refused by name rather than silently ignored.
+UNSUPPORTED = {
+    "tools": "Tool calls are not supported.",
+    "tool_choice": "Tool calls are not supported.",
+    "functions": "Function calls are not supported.",
+    "function_call": "Function calls are not supported.",
+    "audio": "Audio output is not supported.",
+    "prediction": "Predicted outputs are not supported.",
+    "top_logprobs": "Log probabilities are not supported.",
+}
+
+
+class ModelForbidden(ApplicationError):
+    code = "model_not_in_plan"
+    http_status = 403
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    model: str
+    messages: list[dict]
+    stream: bool
+    include_usage: bool
+    max_tokens: int | None
+    temperature: Decimal | None
+
+
+def _invalid(message: str, param: str) -> InvalidInput:
+    return InvalidInput(message, code="invalid_request", param=param)
+
+
+def completion_request_parse(body) -> CompletionRequest:
+    """Check a request body; unknown fields the OpenAI API accepts are ignored, unsupported ones refused."""
+    if not isinstance(body, dict):
+        raise _invalid("The body must be a JSON object.", None)
+    for name, reason in UNSUPPORTED.items():
+        if body.get(name) not in (None, [], {}):
+            raise _invalid(reason, name)
+    if body.get("n") not in (None, 1):
+        raise _invalid("Only n=1 is supported.", "n")
+    if body.get("logprobs") not in (None, False):
+        raise _invalid("Log probabilities are not supported.", "logprobs")
+    response_format = body.get("response_format")
+    if response_format not in (None, {"type": "text"}):
+        raise _invalid("Only text responses are supported.", "response_format")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _invalid("'model' is required.", "model")
+    messages = _messages(body.get("messages"))
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise _invalid("'stream' must be true or false.", "stream")
+    stream_options = body.get("stream_options") or {}
+    if not isinstance(stream_options, dict):
+        raise _invalid("'stream_options' must be an object.", "stream_options")
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
+        raise _invalid("'max_tokens' must be a positive integer.", "max_tokens")
+    temperature = body.get("temperature")
+    if temperature is not None:
+        try:
+            temperature = Decimal(str(temperature))
+        except InvalidOperation:
+            temperature = None
+        if isinstance(body.get("temperature"), bool) or temperature is None or not 0 <= temperature <= 2:
+            raise _invalid("'temperature' must be a number from 0 to 2.", "temperature")
+    return CompletionRequest(
+        model=model,
+        messages=messages,
+        stream=stream,
+        include_usage=bool(stream_options.get("include_usage")),
+        max_tokens=max_tokens,
+        temperature=temperature,
+    )
+
+
+def _messages(messages) -> list[dict]:
+    """The messages as the provider takes them: role and text (text content parts are joined)."""
+    if not isinstance(messages, list) or not messages:
+        raise _invalid("'messages' must be a non-empty list.", "messages")
+    cleaned, characters = [], 0
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            raise _invalid(f"messages[{index}] needs a role: one of {', '.join(sorted(ROLES))}.", "messages")
+        content = message.get("content")
+        if isinstance(content, list):
+            if any(not isinstance(part, dict) or part.get("type") != "text" for part in content):
+                raise _invalid(f"messages[{index}]: only text content is supported.", "messages")
+            content = "".join(str(part.get("text", "")) for part in content)
+        if not isinstance(content, str):
+            raise _invalid(f"messages[{index}].content must be text.", "messages")
+        characters += len(content)
+        cleaned.append({"role": "system" if message["role"] == "developer" else message["role"], "content": content})
+    if characters > settings.API_MAX_PROMPT_CHARS:
+        raise InvalidInput(
+            f"The messages are too long ({characters:,} characters; the limit is {settings.API_MAX_PROMPT_CHARS:,}).",
+            code="context_length_exceeded",
+            param="messages",
+        )
+    return cleaned
+
+
+def completion_admit(*, api_key, request: CompletionRequest) -> usage.Admission:
+    """The model checked against the configured ones and the key owner's plan, then the usage gate."""
+    user = api_key.user
+    state = usage.gate_state(user=user)
+    if model_catalogue().get(request.model) is None:
+        raise NotFound(f"The model '{request.model}' does not exist.", code="model_not_found", param="model")
+    if not state.plan.allows_model(request.model):
+        raise ModelForbidden(f"Your plan does not include the model '{request.model}'.", param="model")
+    return usage.gate_admit(
+        user=user,
+        state=state,
+        model=request.model,
+        prompt=request.messages,
+        source="api",
+        cacheable=request.temperature is None,  # an explicit temperature asks for a fresh answer
+        max_tokens=request.max_tokens,
+        api_key_id=api_key.pk,
+    )
+
+
+def models_list(*, api_key) -> dict:
+    """GET /v1/models: the models the key's owner may use."""
+    allowed, _ = models_for(usage.gate_state(user=api_key.user).plan)
+    return {
+        "object": "list",
+        "data": [{"id": model, "object": "model", "created": 0, "owned_by": "aisaas"} for model in allowed],
+    }
+
+
+async def completion_open(*, api_key, request: CompletionRequest) -> "OpenCompletion":
+    """Through the gate and moderation, then the provider request is sent (or the cached answer served).
+    A refusal after the gate gives back everything it held."""
+    admission = await in_db_thread(completion_admit)(api_key=api_key, request=request)
+    try:
+        user_text = next((m["content"] for m in reversed(request.messages) if m["role"] == "user"), "")
+        if user_text:
+            await usage.moderation_check(user=api_key.user, admission=admission, text=user_text)
+    except BaseException:
+        await asyncio.shield(in_db_thread(usage.gate_release)(admission))
+        raise
+    if admission.cached_answer is not None:
+        stream = CachedStream(messages=request.messages, answer=admission.cached_answer)
+    else:
+        stream = CompletionStream(
+            messages=request.messages,
+            model=request.model,
+            max_tokens=admission.max_tokens,
+            temperature=request.temperature if request.temperature is not None else settings.LLM_TEMPERATURE,
+        ).start()
+    return OpenCompletion(request, admission, stream)
+
+
+@dataclass
+class OpenCompletion:
+    request: CompletionRequest
+    admission: usage.Admission
+    stream: CompletionStream | CachedStream
+    id: str = ""
+    created: int = 0
+
+    def __post_init__(self):
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+
+    async def text(self) -> str:
+        """The whole answer (non-streaming), settled."""
+        parts, status = [], "complete"
+        try:
+            async for piece in self.stream:
+                parts.append(piece)
+        except ProviderError:
+            status = "error"
+            raise
+        finally:
+            await asyncio.shield(self.settle("".join(parts), status))
+        return "".join(parts)
+
+    async def events(self) -> AsyncIterator[str]:
+        """The answer as server-sent events in OpenAI's chunk format, settled however it ends (complete, a
+        provider error, the client going away). A complete answer is settled before its last events, so a
+        client that has read `[DONE]` finds the call accounted."""
+        parts, status, settled = [], "complete", False
+        try:
+            yield _event(self._chunk({"role": "assistant", "content": ""}))
+            async for piece in self.stream:
+                parts.append(piece)
+                yield _event(self._chunk({"content": piece}))
+            settled = True
+            await asyncio.shield(self.settle("".join(parts), status))
+            yield _event(self._chunk({}, finish_reason=self.stream.finish_reason or "stop"))
+            if self.request.include_usage:
+                yield _event({**self._chunk(None), "choices": [], "usage": self.usage()})
+            yield "data: [DONE]\n\n"
+        except ProviderError as error:
+            status = "error"
+            yield _event({"error": {"message": str(error), "type": "server_error", "code": error.code, "param": None}})
+        except BaseException:
+            status = "stopped"  # the client went away: what was produced is still accounted
+            raise
+        finally:
+            await self.stream.aclose()
+            if not settled:
+                await asyncio.shield(self.settle("".join(parts), status))
+
+    def usage(self) -> dict:
+        used = self.stream.usage
+        prompt = used["prompt_tokens"] if used else prompt_token_count(self.stream.messages)
+        completion = used["completion_tokens"] if used else token_count(self.stream.received_text)
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+    def response(self, text: str) -> dict:
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.stream.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "finish_reason": self.stream.finish_reason or "stop",
+                    "logprobs": None,
+                }
+            ],
+            "usage": self.usage(),
+        }
+
+    def _chunk(self, delta: dict | None, finish_reason: str | None = None) -> dict:
+        chunk = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.stream.model}
+        if delta is not None:
+            chunk["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]
+        return chunk
+
+    async def settle(self, text: str, status: str) -> None:
+        used = self.usage()
+        await settle_with_retries(
+            completion_settle,
+            admission=self.admission,
+            stream=self.stream,
+            text=text,
+            status=status,
+            prompt_tokens=used["prompt_tokens"],
+            completion_tokens=used["completion_tokens"],
+        )
+
+
+def completion_settle(*, admission, stream, text: str, status: str, prompt_tokens: int, completion_tokens: int):
+    """The API's settlement: the usage record, quota, spend and rollups (no conversation is kept), then the
+    rate limiter's unused tokens back and a complete answer into the prompt cache."""
+    cached = isinstance(stream, CachedStream)
+    with transaction.atomic():
+        settlement = usage.usage_settle(
+            admission=admission,
+            conversation_id=None,
+            message_id=None,
+            model=stream.model,
+            status=status,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cached=cached,
+        )
+    usage.limits_settle(admission=admission, settlement=settlement)
+    if admission.cache_key and not cached and status == "complete" and stream.usage:
+        prompt_cache.put(
+            admission.cache_key,
+            text=text,
+            model=stream.model,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
+    return settlement.meter
+
+
+def _event(payload: dict) -> str:
+    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"

@@ -1,0 +1,214 @@
+"""The OpenAI-compatible API with the official `openai` SDK against a live server of ours (daphne in a
+subprocess, on the test database, talking to the dev LLM): answers, usage, and each error as the SDK's own
+exception class."""
+
+import threading
+
+import openai
+import pytest
+from django.utils import timezone
+
+from aisaas.users import services as user_services
+from tests.factories import UserFactory
+from tests.servers import database_url, start_daphne
+from tests.usage.conftest import make_plan
+from usage import services
+from usage.models import QuotaPeriod, UsageRecord
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PROMPT = [{"role": "user", "content": "Hello API"}]
+
+
+@pytest.fixture(scope="module")
+def api_server(django_db_setup, django_db_blocker, devllm):
+    from django.db import connection
+
+    server = start_daphne(
+        {
+            "DEBUG": "true",
+            "DATABASE_URL": database_url(connection.settings_dict),
+            "LLM_BASE_URL": f"{devllm.url}/v1",
+            "LLM_API_KEY": "api-test-key",
+            "LLM_MODELS": "demo-mini:0.15:0.60,demo-large:2.50:10.00",
+        }
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def api_user():
+    return UserFactory()
+
+
+@pytest.fixture
+def raw_key(api_user):
+    return user_services.api_key_create(user=api_user, name="tests")[1]
+
+
+def sdk(api_server, key) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{api_server.url}/v1", api_key=key, max_retries=0, timeout=20)
+
+
+def test_a_non_streaming_answer_with_usage_is_recorded_against_the_key(api_server, api_user, raw_key):
+    answer = sdk(api_server, raw_key).chat.completions.create(model="demo-mini", messages=PROMPT)
+
+    assert answer.object == "chat.completion" and answer.model == "demo-mini"
+    assert answer.choices[0].message.role == "assistant" and answer.choices[0].message.content
+    assert answer.choices[0].finish_reason == "stop"
+    assert answer.usage.prompt_tokens > 0 and answer.usage.completion_tokens > 0
+    record = UsageRecord.objects.get(user=api_user)
+    assert (record.source, record.api_key.name, record.status) == ("api", "tests", "complete")
+    assert (record.prompt_tokens, record.completion_tokens) == (
+        answer.usage.prompt_tokens,
+        answer.usage.completion_tokens,
+    )
+    period = QuotaPeriod.objects.containing(timezone.now()).get(user=api_user)
+    assert (period.used, period.reserved) == (record.billable_tokens, 0)
+
+
+def test_a_streamed_answer_arrives_in_chunks_with_usage_last(api_server, api_user, raw_key):
+    stream = sdk(api_server, raw_key).chat.completions.create(
+        model="demo-mini", messages=[{"role": "user", "content": "Stream please"}], stream=True,
+        stream_options={"include_usage": True},
+    )  # fmt: skip
+    chunks = list(stream)
+
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.startswith("You said: Stream please")
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) > 3
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert UsageRecord.objects.get(user=api_user).completion_tokens == chunks[-1].usage.completion_tokens
+
+
+def test_without_include_usage_the_stream_has_no_usage_chunk(api_server, raw_key):
+    chunks = list(sdk(api_server, raw_key).chat.completions.create(model="demo-mini", messages=PROMPT, stream=True))
+
+    assert all(c.usage is None for c in chunks) and all(c.choices for c in chunks)
+
+
+def test_models_lists_what_the_owners_plan_allows(api_server, api_user, raw_key):
+    client = sdk(api_server, raw_key)
+    assert sorted(m.id for m in client.models.list()) == ["demo-large", "demo-mini"]
+
+    services.plan_change(user=api_user, plan=make_plan(slug="mini-only", allowed_models=["demo-mini"]))
+    assert [m.id for m in client.models.list()] == ["demo-mini"]
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        client.chat.completions.create(model="demo-large", messages=PROMPT)
+    assert refused.value.body["code"] == "model_not_in_plan"
+
+
+def test_bad_missing_and_revoked_keys_are_authentication_errors(api_server, api_user, raw_key):
+    for key in ("sk-ais-not-a-real-key", "nonsense"):
+        with pytest.raises(openai.AuthenticationError):
+            sdk(api_server, key).chat.completions.create(model="demo-mini", messages=PROMPT)
+    key = api_user.api_keys.get()
+    user_services.api_key_revoke(user=api_user, key_id=key.pk)
+    with pytest.raises(openai.AuthenticationError) as refused:
+        sdk(api_server, raw_key).models.list()
+    assert refused.value.body["type"] == "authentication_error"
+    assert not UsageRecord.objects.exists()
+
+
+def test_an_unknown_model_is_not_found_and_bad_requests_are_bad_requests(api_server, raw_key):
+    client = sdk(api_server, raw_key)
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.chat.completions.create(model="gpt-99", messages=PROMPT)
+    assert missing.value.body["code"] == "model_not_found" and missing.value.body["param"] == "model"
+
+    refused = [
+        {"messages": []},
+        {"messages": [{"role": "wizard", "content": "x"}]},
+        {"messages": PROMPT, "n": 3},
+        {"messages": PROMPT, "tools": [{"type": "function", "function": {"name": "f"}}]},
+        {"messages": PROMPT, "temperature": 7},
+        {"messages": PROMPT, "max_tokens": 0},
+    ]
+    for arguments in refused:
+        with pytest.raises(openai.BadRequestError) as bad:
+            client.chat.completions.create(model="demo-mini", **arguments)
+        assert bad.value.body["type"] == "invalid_request_error" and bad.value.body["message"]
+    # Fields the OpenAI API accepts and we do not use are ignored.
+    answer = client.chat.completions.create(model="demo-mini", messages=PROMPT, user="end-user-7", seed=1, top_p=1)
+    assert answer.choices[0].message.content
+    assert UsageRecord.objects.count() == 1
+
+
+def test_flagged_text_and_a_suspended_account_are_permission_errors(api_server, api_user, raw_key):
+    client = sdk(api_server, raw_key)
+    with pytest.raises(openai.PermissionDeniedError) as flagged:
+        client.chat.completions.create(model="demo-mini", messages=[{"role": "user", "content": "flag-me:violence"}])
+    assert flagged.value.body["code"] == "moderation_flagged" and flagged.value.body["categories"] == ["violence"]
+
+    services.account_suspend(actor=UserFactory(is_staff=True), user=api_user, reason="Abuse")
+    with pytest.raises(openai.PermissionDeniedError) as suspended:
+        client.chat.completions.create(model="demo-mini", messages=PROMPT)
+    assert suspended.value.body["code"] == "account_suspended"
+    assert not UsageRecord.objects.exists()
+    assert QuotaPeriod.objects.get(user=api_user).reserved == 0  # the flagged request gave its hold back
+
+
+def test_a_rate_limit_is_a_rate_limit_error_with_retry_after_and_limit_headers(api_server, api_user, raw_key):
+    services.plan_change(user=api_user, plan=make_plan(slug="slow", requests_per_minute=1))
+    client = sdk(api_server, raw_key)
+    client.chat.completions.create(model="demo-mini", messages=PROMPT)
+
+    with pytest.raises(openai.RateLimitError) as limited:
+        client.chat.completions.create(model="demo-mini", messages=PROMPT)
+
+    headers = limited.value.response.headers
+    assert int(headers["Retry-After"]) > 0 and headers["X-RateLimit-Limit"] == "1"
+    assert headers["X-RateLimit-Remaining"] == "0" and int(headers["X-RateLimit-Reset"]) > 0
+    assert limited.value.body["code"] == "rate_limited" and limited.value.body["type"] == "rate_limit_error"
+
+
+def test_a_quota_race_over_the_api_never_overshoots(api_server, api_user, raw_key):
+    worst_case = 200  # max_tokens 100 + the prompt's byte bound, well over 100
+    plan = make_plan(slug="tight", monthly_token_allowance=5 * worst_case, max_tokens_per_request=100)
+    services.plan_change(user=api_user, plan=plan)
+    outcomes, barrier = [], threading.Barrier(12)
+
+    def call():
+        barrier.wait()
+        try:
+            sdk(api_server, raw_key).chat.completions.create(model="demo-mini", messages=PROMPT, max_tokens=100)
+            outcomes.append("answered")
+        except openai.RateLimitError as error:
+            outcomes.append(error.body["code"])
+
+    threads = [threading.Thread(target=call) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    period = QuotaPeriod.objects.get(user=api_user)
+    assert "quota_exceeded" in outcomes and outcomes.count("answered") >= 1
+    assert period.used <= period.allowance and period.reserved == 0  # overshoot 0
+    assert UsageRecord.objects.filter(user=api_user).count() == outcomes.count("answered")
+
+
+def test_malformed_json_and_the_wrong_method_get_openai_shaped_errors(api_server, raw_key):
+    headers = {"Authorization": f"Bearer {raw_key}", "Content-Type": "application/json"}
+
+    bad = _request(f"{api_server.url}/v1/chat/completions", b"{not json", headers)
+    wrong = _request(f"{api_server.url}/v1/chat/completions", None, headers)
+
+    assert bad[0] == 400 and bad[1]["error"]["code"] == "invalid_json"
+    assert wrong[0] == 405 and wrong[1]["error"]["type"] == "invalid_request_error"
+
+
+def _request(url: str, body: bytes | None, headers: dict) -> tuple[int, dict]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    method = "POST" if body is not None else "GET"
+    request = urllib.request.Request(url, data=body, headers=headers, method=method)  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (our own test server)
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
