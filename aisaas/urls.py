@@ -1,9 +1,16 @@
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+from rest_framework.routers import SimpleRouter
 
 from aisaas import views
 from aisaas.users import views as user_views
 from chat import api as openai_api
+from chat.rest import ConversationViewSet
+from usage.rest import CurrentUsage
+
+router = SimpleRouter()
+router.register("conversations", ConversationViewSet, basename="conversation")
 
 urlpatterns = [
     path("", views.landing, name="landing"),
@@ -19,4 +26,9 @@ urlpatterns = [
     # The OpenAI-compatible API (the official SDKs: base_url = https://<host>/v1).
     path("v1/chat/completions", openai_api.chat_completions, name="openai_chat_completions"),
     path("v1/models", openai_api.models, name="openai_models"),
+    # The REST API (Django REST framework), its OpenAPI schema and its docs page.
+    path("api/", include(router.urls)),
+    path("api/usage/", CurrentUsage.as_view(), name="api_usage"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api_schema"), name="api_docs"),
 ]
