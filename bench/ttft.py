@@ -1,5 +1,7 @@
 """Time to first token: the dev LLM straight through the `openai` client vs. the same prompts through our
-websocket (daphne, session auth, persistence, coalesced streaming), at several concurrency levels, in one run.
+websocket (daphne, session auth, persistence, coalesced streaming), or with `--path api` through our
+OpenAI-compatible API (the same `openai` client pointed at /v1 with an API key), at several concurrency
+levels, in one run.
 
     python bench/ttft.py                      # embedded default: SQLite file, in-memory channel layer
     BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/aisaas_bench REDIS_URL=redis://127.0.0.1:6379/14 \
@@ -33,17 +35,18 @@ SYSTEM = "You are a helpful assistant. You are talking to bench. Today is 2026-0
 RUN_ID = secrets.token_hex(4)
 
 
-def prepare_database(env: dict[str, str], users: int) -> list[str]:
-    """Migrate the bench database and sign in `users` users (on the bench plan); returns their session cookies."""
+def prepare_database(env: dict[str, str], users: int) -> tuple[list[str], list[str]]:
+    """Migrate the bench database and sign in `users` users (on the bench plan); returns their session cookies
+    and an API key for each."""
     django_setup(env)
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
     from django.contrib.sessions.backends.db import SessionStore
 
-    from aisaas.users.services import user_create_verified
+    from aisaas.users.services import api_key_create, user_create_verified
     from usage.services import plan_change
 
     plan = bench_plan()
-    cookies = []
+    cookies, keys = [], []
     for number in range(users):
         user = user_create_verified(email=f"bench{number}@example.com", password="bench-password-123")
         plan_change(user=user, plan=plan)
@@ -53,7 +56,9 @@ def prepare_database(env: dict[str, str], users: int) -> list[str]:
         session[HASH_SESSION_KEY] = user.get_session_auth_hash()
         session.create()
         cookies.append(session.session_key)
-    return cookies
+        user.api_keys.all().delete()
+        keys.append(api_key_create(user=user, name="bench")[1])
+    return cookies, keys
 
 
 async def direct_stream(client, model: str, prompt: str) -> tuple[float, list[float]]:
@@ -107,7 +112,7 @@ async def simulated_user(stream_one, results: dict, number: int, pauses: list[fl
         results["frames"] += frames
 
 
-async def run(args, env: dict[str, str], cookies: list[str]) -> dict:
+async def run(args, env: dict[str, str], cookies: list[str], keys: list[str]) -> dict:
     import openai
     import websockets
 
@@ -122,21 +127,33 @@ async def run(args, env: dict[str, str], cookies: list[str]) -> dict:
     results = {}
     try:
         for concurrency in args.concurrency:
-            sockets = [
-                await websockets.connect(
-                    f"ws://127.0.0.1:{web.port}/ws/chat/",
-                    origin=f"http://127.0.0.1:{web.port}",
-                    additional_headers={"Cookie": f"sessionid={cookie}"},
-                    max_size=None,
-                )
-                for cookie in cookies[:concurrency]
-            ]
+            if args.path == "api":
+                ours_streams = [
+                    functools.partial(
+                        direct_stream,
+                        openai.AsyncOpenAI(base_url=f"{web.url}/v1", api_key=key, max_retries=0),
+                        "demo-mini",
+                    )
+                    for key in keys[:concurrency]
+                ]
+                sockets = []
+            else:
+                sockets = [
+                    await websockets.connect(
+                        f"ws://127.0.0.1:{web.port}/ws/chat/",
+                        origin=f"http://127.0.0.1:{web.port}",
+                        additional_headers={"Cookie": f"sessionid={cookie}"},
+                        max_size=None,
+                    )
+                    for cookie in cookies[:concurrency]
+                ]
+                ours_streams = [functools.partial(socket_stream, socket) for socket in sockets]
             direct = {"ttft": [], "gaps": [], "errors": 0, "frames": 0}
             ours = {"ttft": [], "gaps": [], "errors": 0, "frames": 0}
             rounds = max(2, args.streams // concurrency)
             # Warm up both paths (connections, imports, first queries) before measuring.
             await asyncio.gather(*(direct_stream(client, "demo-mini", "warm up") for _ in range(concurrency)))
-            await asyncio.gather(*(socket_stream(s, "warm up") for s in sockets))
+            await asyncio.gather(*(stream_one("warm up") for stream_one in ours_streams))
 
             # Each simulated user pauses before each message: 0 in --burst mode (every stream starts in the
             # same instant), else a random think time. Both paths get the very same pauses.
@@ -152,10 +169,7 @@ async def run(args, env: dict[str, str], cookies: list[str]) -> dict:
                 )
             )
             await asyncio.gather(
-                *(
-                    simulated_user(functools.partial(socket_stream, s), ours, n, pauses[n])
-                    for n, s in enumerate(sockets)
-                )
+                *(simulated_user(stream_one, ours, n, pauses[n]) for n, stream_one in enumerate(ours_streams))
             )
             for socket in sockets:
                 await socket.close()
@@ -216,18 +230,20 @@ def main():
     parser.add_argument("--burst", action="store_true", help="no pauses: all streams start at the same instant")
     parser.add_argument("--no-moderation", action="store_true", help="turn the moderation call off (to isolate it)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--path", choices=["websocket", "api"], default="websocket", help="our side: the chat "
+                        "websocket, or the OpenAI-compatible API (/v1/chat/completions, streamed)")  # fmt: skip
     args = parser.parse_args()
     print(
         f"dev LLM: {args.tokens} tokens, {args.interval_ms} ms apart, first after {args.ttft_ms} ms; "
         f"{'burst: all streams start together' if args.burst else f'think time 0-{args.think_ms:.0f} ms'}; "
         f"database {os.environ.get('BENCH_DATABASE_URL', 'sqlite (bench_db.sqlite3)')}, "
         f"redis {os.environ.get('REDIS_URL') or 'none (in-memory layer)'}; "
-        f"moderation {'off' if args.no_moderation else 'on'}",
+        f"moderation {'off' if args.no_moderation else 'on'}; our side: {args.path}",
         flush=True,
     )
     env = bench_environment()
-    cookies = prepare_database(env, max(args.concurrency))
-    results = asyncio.run(run(args, env, cookies))
+    cookies, keys = prepare_database(env, max(args.concurrency))
+    results = asyncio.run(run(args, env, cookies, keys))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
