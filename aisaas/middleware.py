@@ -1,35 +1,65 @@
 import logging
 from datetime import datetime
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import JsonResponse
+from django.utils.deprecation import MiddlewareMixin
+from whitenoise.middleware import WhiteNoiseMiddleware
 
 from aisaas.errors import ApplicationError
 
 logger = logging.getLogger(__name__)
 
 
-class ContentSecurityPolicyMiddleware:
+# Every middleware here works both ways (MiddlewareMixin): one sync-only middleware would put every async
+# view (the /v1 API) behind a hop to the single sync thread, shared by all requests.
+
+
+class StaticFilesMiddleware(MiddlewareMixin):
+    """WhiteNoise's static files, for sync and async requests alike: WhiteNoise's middleware is sync-only,
+    so it is asked only for paths under STATIC_URL, in a pool thread; every other request passes straight
+    on."""
+
+    def __init__(self, get_response):
+        super().__init__(get_response)
+        self.whitenoise = WhiteNoiseMiddleware(get_response)
+        self.serve_static = sync_to_async(self._static_response, thread_sensitive=False)
+
+    def _static_response(self, request):
+        whitenoise = self.whitenoise
+        path = request.path_info
+        static_file = whitenoise.find_file(path) if whitenoise.autorefresh else whitenoise.files.get(path)
+        return whitenoise.serve(static_file, request) if static_file is not None else None
+
+    def __call__(self, request):
+        if self.async_mode:
+            return self.__acall__(request)
+        if request.path_info.startswith(settings.STATIC_URL):
+            response = self._static_response(request)
+            if response is not None:
+                return response
+        return self.get_response(request)
+
+    async def __acall__(self, request):
+        if request.path_info.startswith(settings.STATIC_URL):
+            response = await self.serve_static(request)
+            if response is not None:
+                return response
+        return await self.get_response(request)
+
+
+class ContentSecurityPolicyMiddleware(MiddlewareMixin):
     """Sends CONTENT_SECURITY_POLICY on every response: no inline or third-party script can run, so a
     sanitiser miss in rendered Markdown still cannot execute code."""
 
-    def __init__(self, get_response):
-        self.get_response = get_response
-
-    def __call__(self, request):
-        response = self.get_response(request)
+    def process_response(self, request, response):
         response.setdefault("Content-Security-Policy", settings.CONTENT_SECURITY_POLICY)
         return response
 
 
-class ApplicationErrorMiddleware:
+class ApplicationErrorMiddleware(MiddlewareMixin):
     """Turns an ApplicationError raised by a view into a JSON error body with its status."""
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-
-    def __call__(self, request):
-        return self.get_response(request)
 
     def process_exception(self, request, exception):
         if not isinstance(exception, ApplicationError):

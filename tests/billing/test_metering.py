@@ -11,11 +11,9 @@ from django.utils import timezone
 from billing import metering
 from billing.models import MeterReport
 from billing.tasks import report_usage
-from tests.usage.conftest import make_plan, race
+from tests.usage.conftest import answer, make_plan, race
 from usage import services
 from usage.models import Plan, UsageRecord
-
-PROMPT = [{"role": "user", "content": "Meter me"}]
 
 
 @pytest.fixture
@@ -35,19 +33,7 @@ def metered_user(user, customer):
 
 def use(user, tokens: int) -> None:
     """One answer that used `tokens` tokens, through the real gate and settlement."""
-    state = services.gate_state(user=user)
-    admission = services.gate_admit(
-        user=user, state=state, model="demo-mini", prompt=PROMPT, source="chat", cacheable=False
-    )
-    services.usage_settle(
-        admission=admission,
-        conversation_id=None,
-        message_id=None,
-        model="demo-mini",
-        status="complete",
-        prompt_tokens=tokens // 2,
-        completion_tokens=tokens - tokens // 2,
-    )
+    answer(user, prompt_tokens=tokens // 2, completion_tokens=tokens - tokens // 2)
 
 
 def run_outbox(times: int = 1) -> None:

@@ -56,3 +56,26 @@ def race(count: int, work) -> list:
         thread.join()
     assert not errors, errors
     return results
+
+
+ANSWER_PROMPT = [{"role": "user", "content": "How much?"}]
+
+
+def answer(user, *, model="demo-mini", prompt_tokens=10, completion_tokens=20, cached=False):
+    """One answer through the real gate and settlement, as the chat or the API would account it."""
+    from usage import services
+
+    state = services.gate_state(user=user)
+    admission = services.gate_admit(
+        user=user, state=state, model=model, prompt=ANSWER_PROMPT, source="chat", cacheable=False
+    )
+    return services.usage_settle(
+        admission=admission,
+        conversation_id=None,
+        message_id=None,
+        model=model,
+        status="complete",
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cached=cached,
+    )

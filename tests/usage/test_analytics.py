@@ -18,7 +18,7 @@ from aisaas.errors import InvalidInput
 from chat.models import Feedback, Message
 from chat.services import content_purge
 from tests.factories import MessageFactory, UserFactory
-from tests.usage.conftest import make_plan
+from tests.usage.conftest import answer, make_plan
 from usage import services
 from usage.errors import AccountSuspended
 from usage.models import (
@@ -34,7 +34,6 @@ from usage.models import (
 
 pytestmark = pytest.mark.django_db
 
-PROMPT = [{"role": "user", "content": "How much?"}]
 MODELS = ["demo-mini", "demo-large"]
 
 
@@ -46,22 +45,6 @@ def superuser():
 @pytest.fixture
 def staff():
     return UserFactory(is_staff=True)
-
-
-def answer(user, *, model="demo-mini", prompt_tokens=10, completion_tokens=20, cached=False):
-    """One answer through the real gate and settlement."""
-    state = services.gate_state(user=user)
-    admission = services.gate_admit(user=user, state=state, model=model, prompt=PROMPT, source="chat", cacheable=False)
-    return services.usage_settle(
-        admission=admission,
-        conversation_id=None,
-        message_id=None,
-        model=model,
-        status="complete",
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        cached=cached,
-    )
 
 
 def random_traffic(users, count=60, seed=7):
