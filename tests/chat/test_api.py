@@ -20,11 +20,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 PROMPT = [{"role": "user", "content": "Hello API"}]
 
 
-@pytest.fixture(scope="module")
-def api_server(django_db_setup, django_db_blocker, devllm):
+def _api_daphne(devllm):
     from django.db import connection
 
-    server = start_daphne(
+    return start_daphne(
         {
             "DEBUG": "true",
             "DATABASE_URL": database_url(connection.settings_dict),
@@ -33,6 +32,19 @@ def api_server(django_db_setup, django_db_blocker, devllm):
             "LLM_MODELS": "demo-mini:0.15:0.60,demo-large:2.50:10.00",
         }
     )
+
+
+@pytest.fixture(scope="module")
+def api_server(django_db_setup, devllm):
+    server = _api_daphne(devllm)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def second_api_server(django_db_setup, devllm):
+    """Another web process on the same database (and Redis, in CI): the quota is shared between them."""
+    server = _api_daphne(devllm)
     yield server
     server.stop()
 
@@ -164,21 +176,24 @@ def test_a_rate_limit_is_a_rate_limit_error_with_retry_after_and_limit_headers(a
     assert limited.value.body["code"] == "rate_limited" and limited.value.body["type"] == "rate_limit_error"
 
 
-def test_a_quota_race_over_the_api_never_overshoots(api_server, api_user, raw_key):
+def test_a_quota_race_over_the_api_across_two_web_processes_never_overshoots(
+    api_server, second_api_server, api_user, raw_key
+):
     worst_case = 200  # max_tokens 100 + the prompt's byte bound, well over 100
     plan = make_plan(slug="tight", monthly_token_allowance=5 * worst_case, max_tokens_per_request=100)
     services.plan_change(user=api_user, plan=plan)
     outcomes, barrier = [], threading.Barrier(12)
 
-    def call():
+    def call(server):
         barrier.wait()
         try:
-            sdk(api_server, raw_key).chat.completions.create(model="demo-mini", messages=PROMPT, max_tokens=100)
+            sdk(server, raw_key).chat.completions.create(model="demo-mini", messages=PROMPT, max_tokens=100)
             outcomes.append("answered")
         except openai.RateLimitError as error:
             outcomes.append(error.body["code"])
 
-    threads = [threading.Thread(target=call) for _ in range(12)]
+    servers = [api_server, second_api_server] * 6
+    threads = [threading.Thread(target=call, args=(server,)) for server in servers]
     for thread in threads:
         thread.start()
     for thread in threads:
