@@ -187,7 +187,9 @@ def test_a_quota_race_over_the_api_across_two_web_processes_never_overshoots(
     def call(server):
         barrier.wait()
         try:
-            sdk(server, raw_key).chat.completions.create(model="demo-mini", messages=PROMPT, max_tokens=100)
+            # Slow answers (a dev LLM directive), so all twelve are in flight together.
+            slow = [{"role": "user", "content": "Race [devllm tokens=40 interval_ms=10]"}]
+            sdk(server, raw_key).chat.completions.create(model="demo-mini", messages=slow, max_tokens=100)
             outcomes.append("answered")
         except openai.RateLimitError as error:
             outcomes.append(error.body["code"])
