@@ -21,6 +21,7 @@ from chat.llm import CachedStream, CompletionStream, ProviderError, model_catalo
 from chat.services import models_for, settle_with_retries
 from usage import prompt_cache
 from usage import services as usage
+from usage.selectors import plan_for
 from usage.tokens import prompt_token_count, token_count
 
 logger = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ def completion_admit(*, api_key, request: CompletionRequest) -> usage.Admission:
 
 def models_list(*, api_key) -> dict:
     """GET /v1/models: the models the key's owner may use."""
-    allowed, _ = models_for(usage.gate_state(user=api_key.user).plan)
+    allowed, _ = models_for(plan_for(user=api_key.user))
     return {
         "object": "list",
         "data": [{"id": model, "object": "model", "created": 0, "owned_by": "aisaas"} for model in allowed],
