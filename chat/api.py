@@ -11,7 +11,7 @@ from django.views.decorators.csrf import csrf_exempt
 from aisaas.db import in_db_thread
 from aisaas.errors import ApplicationError, InvalidInput
 from aisaas.middleware import limit_headers
-from aisaas.users.services import api_key_authenticate
+from aisaas.users.services import api_key_authenticate, bearer_token
 from chat import completions
 from chat.llm import ProviderError
 
@@ -55,9 +55,7 @@ def openai_error(error: ApplicationError) -> JsonResponse:
 
 
 def _api_key_of(request):
-    header = request.headers.get("Authorization", "")
-    scheme, _, raw = header.partition(" ")
-    key = api_key_authenticate(raw.strip()) if scheme.lower() == "bearer" else None
+    key = api_key_authenticate(bearer_token(request.headers.get("Authorization", "")))
     if key is None:
         raise AuthenticationFailed(
             "Invalid API key: create one on the API keys page and send it as 'Authorization: Bearer <key>'."

@@ -18,8 +18,7 @@ from django.db import transaction
 from aisaas.db import in_db_thread
 from aisaas.errors import ApplicationError, InvalidInput, NotFound
 from chat.llm import CachedStream, CompletionStream, ProviderError, model_catalogue
-from chat.services import models_for, settle_with_retries
-from usage import prompt_cache
+from chat.services import after_settlement, answer_stream, models_for, moderate_or_release, settle_with_retries
 from usage import services as usage
 from usage.selectors import plan_for
 from usage.tokens import prompt_token_count, token_count
@@ -162,22 +161,13 @@ async def completion_open(*, api_key, request: CompletionRequest) -> "OpenComple
     """Through the gate and moderation, then the provider request is sent (or the cached answer served).
     A refusal after the gate gives back everything it held."""
     admission = await in_db_thread(completion_admit)(api_key=api_key, request=request)
-    try:
-        user_text = next((m["content"] for m in reversed(request.messages) if m["role"] == "user"), "")
-        if user_text:
-            await usage.moderation_check(user=api_key.user, admission=admission, text=user_text)
-    except BaseException:
-        await asyncio.shield(in_db_thread(usage.gate_release)(admission))
-        raise
-    if admission.cached_answer is not None:
-        stream = CachedStream(messages=request.messages, answer=admission.cached_answer)
-    else:
-        stream = CompletionStream(
-            messages=request.messages,
-            model=request.model,
-            max_tokens=admission.max_tokens,
-            temperature=request.temperature if request.temperature is not None else settings.LLM_TEMPERATURE,
-        ).start()
+    await moderate_or_release(user=api_key.user, admission=admission, messages=request.messages)
+    stream = answer_stream(
+        admission=admission,
+        messages=request.messages,
+        model=request.model,
+        temperature=request.temperature if request.temperature is not None else settings.LLM_TEMPERATURE,
+    )
     return OpenCompletion(request, admission, stream)
 
 
@@ -290,15 +280,9 @@ def completion_settle(*, admission, stream, text: str, status: str, prompt_token
             completion_tokens=completion_tokens,
             cached=cached,
         )
-    usage.limits_settle(admission=admission, settlement=settlement)
-    if admission.cache_key and not cached and status == "complete" and stream.usage:
-        prompt_cache.put(
-            admission.cache_key,
-            text=text,
-            model=stream.model,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-        )
+    after_settlement(
+        admission=admission, settlement=settlement, stream=stream, text=text, complete=status == "complete"
+    )
     return settlement.meter
 
 

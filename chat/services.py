@@ -219,31 +219,57 @@ def turn_record(*, plan: TurnPlan) -> Turn:
     )
 
 
-async def reply_begin(plan: TurnPlan) -> OpenReply:
-    """Moderate the user's text, then open the reply. If it is refused (or the caller goes away) before
-    the provider is called, everything the gate holds is given back."""
+async def moderate_or_release(*, user, admission: usage.Admission, messages: list[dict]) -> None:
+    """Moderate the last user message (chat and API alike). If it is refused, or the caller goes away,
+    before the provider is called, everything the gate holds is given back."""
     try:
-        user_text = next(m["content"] for m in reversed(plan.prompt) if m["role"] == "user")
-        await usage.moderation_check(user=plan.user, admission=plan.admission, text=user_text)
+        user_text = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        if user_text:
+            await usage.moderation_check(user=user, admission=admission, text=user_text)
     except BaseException:
-        await asyncio.shield(in_db_thread(usage.gate_release)(plan.admission))
+        await asyncio.shield(in_db_thread(usage.gate_release)(admission))
         raise
+
+
+def answer_stream(
+    *, admission: usage.Admission, messages: list[dict], model: str, temperature
+) -> CompletionStream | CachedStream:
+    """The cached answer the gate found, or the provider request, sent at once."""
+    if admission.cached_answer is not None:
+        return CachedStream(messages=messages, answer=admission.cached_answer)
+    return CompletionStream(
+        messages=messages, model=model, max_tokens=admission.max_tokens, temperature=temperature
+    ).start()
+
+
+def after_settlement(
+    *, admission: usage.Admission, settlement: usage.Settlement, stream, text: str, complete: bool
+) -> None:
+    """After the settlement committed: the rate limiter gets back what was held but not used, and a complete
+    answer from the provider goes into the prompt cache."""
+    usage.limits_settle(admission=admission, settlement=settlement)
+    if admission.cache_key and complete and not isinstance(stream, CachedStream) and stream.usage:
+        prompt_cache.put(
+            admission.cache_key,
+            text=text,
+            model=stream.model,
+            prompt_tokens=stream.usage["prompt_tokens"],
+            completion_tokens=stream.usage["completion_tokens"],
+        )
+
+
+async def reply_begin(plan: TurnPlan) -> OpenReply:
+    """Moderate the user's text, then open the reply (see moderate_or_release)."""
+    await moderate_or_release(user=plan.user, admission=plan.admission, messages=plan.prompt)
     return reply_open(plan)
 
 
 def reply_open(plan: TurnPlan) -> OpenReply:
     """Send the provider request (or serve the cached answer) and save the turn at the same time: the
     database writes stay off the user's time to first token."""
-    admission = plan.admission
-    if admission.cached_answer is not None:
-        stream = CachedStream(messages=plan.prompt, answer=admission.cached_answer)
-    else:
-        stream = CompletionStream(
-            messages=plan.prompt,
-            model=plan.model,
-            max_tokens=admission.max_tokens,
-            temperature=settings.LLM_TEMPERATURE,
-        ).start()
+    stream = answer_stream(
+        admission=plan.admission, messages=plan.prompt, model=plan.model, temperature=settings.LLM_TEMPERATURE
+    )
     saving = asyncio.ensure_future(in_db_thread(turn_record)(plan=plan))
     return OpenReply(plan=plan, stream=stream, saving=saving)
 
@@ -424,15 +450,13 @@ def reply_settle(
             completion_tokens=outcome.completion_tokens,
             cached=cached,
         )
-    usage.limits_settle(admission=admission, settlement=settlement)
-    if admission.cache_key and not cached and outcome.status == Message.Status.COMPLETE and stream.usage:
-        prompt_cache.put(
-            admission.cache_key,
-            text=content,
-            model=outcome.model,
-            prompt_tokens=outcome.prompt_tokens,
-            completion_tokens=outcome.completion_tokens,
-        )
+    after_settlement(
+        admission=admission,
+        settlement=settlement,
+        stream=stream,
+        text=content,
+        complete=outcome.status == Message.Status.COMPLETE,
+    )
     return settlement.meter
 
 

@@ -136,18 +136,15 @@ def user_action(request, user_id: int):
     kind, reason = form.cleaned_data["kind"], form.cleaned_data["reason"]
     if kind in AccountActionForm.MONEY and not request.user.is_superuser:
         raise PermissionDenied("Only superusers change what an account may spend.")
-    actor = request.user
     try:
-        if kind == AccountAction.Kind.BONUS_TOKENS:
-            services.bonus_tokens_grant(actor=actor, user=user, tokens=form.cleaned_data["tokens"], reason=reason)
-        elif kind == AccountAction.Kind.PERIOD_RESET:
-            services.quota_period_reset(actor=actor, user=user, reason=reason)
-        elif kind == AccountAction.Kind.PLAN_CHANGE:
-            services.plan_change_by_staff(actor=actor, user=user, plan=form.cleaned_data["plan"], reason=reason)
-        elif kind == AccountAction.Kind.SUSPEND:
-            services.account_suspend(actor=actor, user=user, reason=reason)
-        else:
-            services.account_reactivate(actor=actor, user=user, reason=reason)
+        services.account_action(
+            actor=request.user,
+            user=user,
+            kind=kind,
+            reason=reason,
+            tokens=form.cleaned_data["tokens"],
+            plan=form.cleaned_data["plan"],
+        )
     except InvalidInput as error:
         messages.error(request, str(error))
     else:

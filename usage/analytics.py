@@ -227,12 +227,7 @@ def user_overview(user, *, first_day: date, last_day: date) -> dict:
 
     scope = Scope(first_day, last_day)
     rollups = scope.rollups().filter(user=user)
-    by_day = {row["day"]: row for row in rollups.values("day").annotate(**_SUMS)}
-    days = []
-    for day in scope.days:
-        row = by_day.get(day)
-        tokens = (row["prompt_tokens"] + row["completion_tokens"]) if row else 0
-        days.append({"day": day, "tokens": tokens, "cost": row["cost"] if row else Decimal(0)})
+    days = _per_day(scope, list(rollups.values("day").annotate(**_SUMS).order_by()))
     models = list(rollups.values("model").annotate(**_SUMS).order_by("-cost", "model"))
     plan, period = plan_and_period(user=user)
     user_plan = UserPlan.objects.filter(user=user).first()

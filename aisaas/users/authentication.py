@@ -4,15 +4,15 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
 from aisaas.users.models import ApiKey
-from aisaas.users.services import api_key_authenticate
+from aisaas.users.services import api_key_authenticate, bearer_token
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     def authenticate(self, request):
-        scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not raw.strip().startswith(ApiKey.PREFIX):
+        raw = bearer_token(request.headers.get("Authorization", ""))
+        if not raw.startswith(ApiKey.PREFIX):
             return None  # not ours: session authentication may apply
-        key = api_key_authenticate(raw.strip())
+        key = api_key_authenticate(raw)
         if key is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
         return key.user, key

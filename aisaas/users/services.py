@@ -57,6 +57,12 @@ def api_key_revoke(*, user: User, key_id: int) -> ApiKey:
     return key
 
 
+def bearer_token(authorization: str) -> str:
+    """The token of an 'Authorization: Bearer <token>' header, or ''."""
+    scheme, _, token = (authorization or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
 def api_key_authenticate(raw_key: str) -> ApiKey | None:
     """The active key matching `raw_key` (with its user), or None."""
     if not raw_key or not raw_key.startswith(ApiKey.PREFIX) or len(raw_key) > 200:

@@ -15,6 +15,7 @@ Where each invariant is enforced, and the test that proves it: docs/architecture
 
 from usage.errors import AccountSuspended, ContentFlagged, LimitReached, SpendCapReached
 from usage.services.accounts import (
+    account_action,
     account_reactivate,
     account_suspend,
     bonus_tokens_grant,
@@ -42,6 +43,7 @@ __all__ = [
     "LimitReached",
     "Settlement",
     "SpendCapReached",
+    "account_action",
     "account_reactivate",
     "account_suspend",
     "bonus_tokens_grant",

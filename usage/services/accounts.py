@@ -68,3 +68,18 @@ def account_reactivate(*, actor, user, reason: str) -> UserPlan:
     _audit(actor=actor, user=user, kind=AccountAction.Kind.REACTIVATE, reason=reason)
     UserPlan.objects.filter(user=user).update(suspended_at=None)
     return UserPlan.objects.get(user=user)
+
+
+def account_action(*, actor, user, kind: str, reason: str, tokens: int | None = None, plan: Plan | None = None):
+    """One of the staff actions above, by its AccountAction kind (the admin's form)."""
+    if kind == AccountAction.Kind.BONUS_TOKENS:
+        return bonus_tokens_grant(actor=actor, user=user, tokens=tokens, reason=reason)
+    if kind == AccountAction.Kind.PERIOD_RESET:
+        return quota_period_reset(actor=actor, user=user, reason=reason)
+    if kind == AccountAction.Kind.PLAN_CHANGE:
+        return plan_change_by_staff(actor=actor, user=user, plan=plan, reason=reason)
+    if kind == AccountAction.Kind.SUSPEND:
+        return account_suspend(actor=actor, user=user, reason=reason)
+    if kind == AccountAction.Kind.REACTIVATE:
+        return account_reactivate(actor=actor, user=user, reason=reason)
+    raise InvalidInput("Unknown action.", field="kind")
