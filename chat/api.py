@@ -11,7 +11,7 @@ from django.views.decorators.csrf import csrf_exempt
 from aisaas.db import in_db_thread
 from aisaas.errors import ApplicationError, InvalidInput
 from aisaas.middleware import limit_headers
-from aisaas.users.services import api_key_authenticate, bearer_token
+from aisaas.users.services import bearer_token
 from chat import completions
 from chat.llm import ProviderError
 
@@ -34,11 +34,6 @@ class UpstreamFailed(ApplicationError):
     http_status = 502
 
 
-class AuthenticationFailed(ApplicationError):
-    code = "invalid_api_key"
-    http_status = 401
-
-
 def openai_error(error: ApplicationError) -> JsonResponse:
     details = {k: v for k, v in error.details.items() if k != "param"}
     body = {
@@ -54,13 +49,8 @@ def openai_error(error: ApplicationError) -> JsonResponse:
     return response
 
 
-def _api_key_of(request):
-    key = api_key_authenticate(bearer_token(request.headers.get("Authorization", "")))
-    if key is None:
-        raise AuthenticationFailed(
-            "Invalid API key: create one on the API keys page and send it as 'Authorization: Bearer <key>'."
-        )
-    return key
+def _token(request) -> str:
+    return bearer_token(request.headers.get("Authorization", ""))
 
 
 def _method_not_allowed(allowed: str) -> JsonResponse:
@@ -74,15 +64,17 @@ def _method_not_allowed(allowed: str) -> JsonResponse:
 async def chat_completions(request) -> HttpResponse:
     if request.method != "POST":
         return _method_not_allowed("POST")
+    token = _token(request)
     try:
-        api_key = await in_db_thread(_api_key_of)(request)
         try:
-            body = json.loads(request.body)
-        except (ValueError, UnicodeDecodeError):
+            completion_request = completions.completion_request_parse(json.loads(request.body))
+        except (ValueError, UnicodeDecodeError, ApplicationError) as error:
+            # A bad key is told so first, whatever it sent; the key is checked with the gate otherwise.
+            await in_db_thread(completions.api_key_of)(token)
+            if isinstance(error, ApplicationError):
+                raise
             raise InvalidInput("The body is not valid JSON.", code="invalid_json") from None
-        completion = await completions.completion_open(
-            api_key=api_key, request=completions.completion_request_parse(body)
-        )
+        completion = await completions.completion_open(token=token, request=completion_request)
     except ApplicationError as error:
         return openai_error(error)
     if completion.request.stream:
@@ -102,7 +94,6 @@ async def models(request) -> HttpResponse:
     if request.method != "GET":
         return _method_not_allowed("GET")
     try:
-        api_key = await in_db_thread(_api_key_of)(request)
-        return JsonResponse(await in_db_thread(completions.models_list)(api_key=api_key))
+        return JsonResponse(await in_db_thread(completions.models_list)(token=_token(request)))
     except ApplicationError as error:
         return openai_error(error)

@@ -4,6 +4,7 @@ Request/Response/StreamResponse). Usage records carry source "api" and the key u
 """
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -15,10 +16,10 @@ from decimal import Decimal, InvalidOperation
 from django.conf import settings
 from django.db import transaction
 
-from aisaas.db import in_db_thread
 from aisaas.errors import ApplicationError, InvalidInput, NotFound
+from aisaas.users.services import api_key_authenticate, api_key_hash
 from chat.llm import CachedStream, CompletionStream, ProviderError, model_catalogue
-from chat.services import after_settlement, answer_stream, models_for, moderate_or_release, settle_with_retries
+from chat.services import after_settlement, answer_stream, last_question, models_for, settle_with_retries
 from usage import services as usage
 from usage.selectors import plan_for
 from usage.tokens import prompt_token_count, token_count
@@ -36,6 +37,21 @@ UNSUPPORTED = {
     "prediction": "Predicted outputs are not supported.",
     "top_logprobs": "Log probabilities are not supported.",
 }
+
+
+class AuthenticationFailed(ApplicationError):
+    code = "invalid_api_key"
+    http_status = 401
+
+
+def api_key_of(token: str):
+    """The active API key `token` stands for, or AuthenticationFailed."""
+    key = api_key_authenticate(token)
+    if key is None:
+        raise AuthenticationFailed(
+            "Invalid API key: create one on the API keys page and send it as 'Authorization: Bearer <key>'."
+        )
+    return key
 
 
 class ModelForbidden(ApplicationError):
@@ -128,8 +144,10 @@ def _messages(messages) -> list[dict]:
     return cleaned
 
 
-def completion_admit(*, api_key, request: CompletionRequest) -> usage.Admission:
-    """The model checked against the configured ones and the key owner's plan, then the usage gate."""
+def completion_admit(*, token: str, request: CompletionRequest) -> usage.Admission:
+    """The key, then the model checked against the configured ones and the key owner's plan, then the usage
+    gate: one database thread hop for all of it."""
+    api_key = api_key_of(token)
     user = api_key.user
     state = usage.gate_state(user=user)
     if model_catalogue().get(request.model) is None:
@@ -148,20 +166,23 @@ def completion_admit(*, api_key, request: CompletionRequest) -> usage.Admission:
     )
 
 
-def models_list(*, api_key) -> dict:
+def models_list(*, token: str) -> dict:
     """GET /v1/models: the models the key's owner may use."""
-    allowed, _ = models_for(plan_for(user=api_key.user))
+    allowed, _ = models_for(plan_for(user=api_key_of(token).user))
     return {
         "object": "list",
         "data": [{"id": model, "object": "model", "created": 0, "owned_by": "aisaas"} for model in allowed],
     }
 
 
-async def completion_open(*, api_key, request: CompletionRequest) -> "OpenCompletion":
-    """Through the gate and moderation, then the provider request is sent (or the cached answer served).
-    A refusal after the gate gives back everything it held."""
-    admission = await in_db_thread(completion_admit)(api_key=api_key, request=request)
-    await moderate_or_release(user=api_key.user, admission=admission, messages=request.messages)
+async def completion_open(*, token: str, request: CompletionRequest) -> "OpenCompletion":
+    """Through the key check, the gate and moderation of the last user message, then the provider request
+    is sent (or the cached answer served). A refusal gives back everything the gate held."""
+    admission = await usage.gate_and_moderate(
+        functools.partial(completion_admit, token=token, request=request),
+        caller=api_key_hash(token),
+        text=last_question(request.messages),
+    )
     stream = answer_stream(
         admission=admission,
         messages=request.messages,

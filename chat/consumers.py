@@ -9,7 +9,6 @@ import logging
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from aisaas.db import in_db_thread
 from aisaas.errors import ApplicationError, Conflict
 from chat import events, services
 from chat.protocol import CloseCode, Ping, Regenerate, SendMessage, Stop, parse_client_frame
@@ -66,16 +65,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
         match request:
             case SendMessage(conversation=conversation_id, content=content, model=model):
                 self.ensure_idle()
-                plan = await in_db_thread(services.turn_plan)(
-                    user=self.user, conversation_id=conversation_id, content=content, model=model
+                await self.start_reply(
+                    await services.reply_to_message(
+                        user=self.user, conversation_id=conversation_id, content=content, model=model
+                    )
                 )
-                await self.start_reply(await services.reply_begin(plan))
             case Regenerate(conversation=conversation_id, model=model):
                 self.ensure_idle()
-                plan = await in_db_thread(services.regenerate_plan)(
-                    user=self.user, conversation_id=conversation_id, model=model
+                await self.start_reply(
+                    await services.reply_regenerate(user=self.user, conversation_id=conversation_id, model=model)
                 )
-                await self.start_reply(await services.reply_begin(plan))
             case Stop():
                 if self.stream_task and not self.stream_task.done():
                     self.stop_requested.set()

@@ -2,6 +2,7 @@
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -95,6 +96,11 @@ def system_prompt_for(user) -> str:
 def prompt_for(user, history: list[dict]) -> list[dict]:
     """What the provider is sent: the system prompt with the user's context, then the conversation."""
     return [{"role": "system", "content": system_prompt_for(user)}, *history]
+
+
+def last_question(messages: list[dict]) -> str:
+    """The text moderation checks: the last user message of a prompt."""
+    return next((message["content"] for message in reversed(messages) if message["role"] == "user"), "")
 
 
 def title_from(content: str) -> str:
@@ -219,18 +225,6 @@ def turn_record(*, plan: TurnPlan) -> Turn:
     )
 
 
-async def moderate_or_release(*, user, admission: usage.Admission, messages: list[dict]) -> None:
-    """Moderate the last user message (chat and API alike). If it is refused, or the caller goes away,
-    before the provider is called, everything the gate holds is given back."""
-    try:
-        user_text = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-        if user_text:
-            await usage.moderation_check(user=user, admission=admission, text=user_text)
-    except BaseException:
-        await asyncio.shield(in_db_thread(usage.gate_release)(admission))
-        raise
-
-
 def answer_stream(
     *, admission: usage.Admission, messages: list[dict], model: str, temperature
 ) -> CompletionStream | CachedStream:
@@ -258,9 +252,23 @@ def after_settlement(
         )
 
 
-async def reply_begin(plan: TurnPlan) -> OpenReply:
-    """Moderate the user's text, then open the reply (see moderate_or_release)."""
-    await moderate_or_release(user=plan.user, admission=plan.admission, messages=plan.prompt)
+async def reply_to_message(*, user, conversation_id: int | None, content, model: str | None) -> OpenReply:
+    """A new message through the usage gate, with its moderation alongside, then its reply opened."""
+    content = content_validate(content)
+    plan = await usage.gate_and_moderate(
+        functools.partial(turn_plan, user=user, conversation_id=conversation_id, content=content, model=model),
+        caller=user.pk,
+        text=content,
+        admission_of=lambda plan: plan.admission,
+    )
+    return reply_open(plan)
+
+
+async def reply_regenerate(*, user, conversation_id: int, model: str | None) -> OpenReply:
+    """The last answer redone: through the usage gate, then its question moderated again (the policy may have
+    changed since), then the reply opened."""
+    plan = await in_db_thread(regenerate_plan)(user=user, conversation_id=conversation_id, model=model)
+    await usage.moderate_or_release(admission=plan.admission, text=last_question(plan.prompt))
     return reply_open(plan)
 
 

@@ -1,9 +1,11 @@
+import inspect
 import os
 from importlib import import_module
 
 import pytest
 from django.core.cache import caches
 
+from chat import llm
 from tests.chat.conftest import open_socket
 from tests.factories import UserFactory
 from tests.servers import start_devllm
@@ -19,6 +21,20 @@ def pytest_sessionfinish(session, exitstatus):
     if os.environ.get("CI") and skipped and exitstatus == 0:
         reporter.write_line(f"CI: {skipped} test(s) skipped; every test must run in CI.", red=True)
         session.exitstatus = 1
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if inspect.iscoroutinefunction(getattr(item, "obj", None)):
+            item.fixturenames.append("_provider_clients_closed")
+
+
+@pytest.fixture
+async def _provider_clients_closed():
+    """Each async test runs on its own event loop: close the provider clients (aiohttp sessions) opened on it
+    before it ends, as a server does at shutdown."""
+    yield
+    await llm.clients_close()
 
 
 @pytest.fixture(scope="session")
@@ -106,3 +122,28 @@ async def chat_socket(user):
     assert connected
     yield socket
     await socket.communicator.disconnect()
+
+
+@pytest.fixture
+def moderation_requests(monkeypatch):
+    """The moderation requests sent to the provider (the real request is still sent), each as (text, how many
+    requests the gate had admitted when it was sent). This process's memory of admitted callers starts empty."""
+    from usage import services
+    from usage.services import gate
+
+    requests, admitted = [], []
+    real_categories, real_admit = gate.moderation_categories, services.gate_admit
+
+    async def counted_categories(text):
+        requests.append((text, len(admitted)))
+        return await real_categories(text)
+
+    def recorded_admit(**arguments):
+        admission = real_admit(**arguments)
+        admitted.append(admission)
+        return admission
+
+    monkeypatch.setattr(gate, "moderation_categories", counted_categories)
+    monkeypatch.setattr(services, "gate_admit", recorded_admit)
+    monkeypatch.setattr(gate, "_admitted_callers", type(gate._admitted_callers)())
+    return requests

@@ -229,3 +229,26 @@ def _request(url: str, body: bytes | None, headers: dict) -> tuple[int, dict]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+async def test_a_guessed_key_costs_no_moderation_call_and_a_known_one_is_moderated_alongside_the_gate(
+    moderation_requests,
+):
+    """The API's gate checks the key in the same database hop as the quota: a wrong key is refused before any
+    moderation request, a key admitted last time has its message moderated while the gate runs."""
+    from aisaas.db import in_db_thread
+    from chat import completions
+
+    user = await in_db_thread(UserFactory)()
+    raw = (await in_db_thread(user_services.api_key_create)(user=user, name="tests"))[1]
+    request = completions.completion_request_parse({"model": "demo-mini", "messages": PROMPT, "stream": True})
+
+    for guess in (raw[:-1] + "x", "", "not-a-key"):
+        with pytest.raises(completions.AuthenticationFailed):
+            await completions.completion_open(token=guess, request=request)
+    assert moderation_requests == []
+
+    for _ in range(2):
+        completion = await completions.completion_open(token=raw, request=request)
+        assert "".join([event async for event in completion.events()]).endswith("data: [DONE]\n\n")
+    assert moderation_requests == [("Hello API", 1), ("Hello API", 1)]  # after the gate, then alongside it

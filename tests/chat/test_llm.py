@@ -1,5 +1,7 @@
 """The LLM layer against real dev LLM servers: fallback before the first token, never after."""
 
+import asyncio
+import json
 from decimal import Decimal
 
 import pytest
@@ -83,6 +85,45 @@ async def test_provider_error_text_never_reaches_the_user(settings, broken_devll
     with pytest.raises(ProviderError) as raised:
         await collect(stream())
     assert "fault" not in str(raised.value) and "devllm" not in str(raised.value)
+
+
+async def test_a_provider_that_stalls_mid_stream_times_out(settings):
+    settings.LLM_TIMEOUT_SECONDS = 0.5
+    completion = stream("go [devllm fault=hang_mid fault_after=2 interval_ms=0]")
+    received = []
+    with pytest.raises(ProviderError) as raised:
+        async for text in completion:
+            received.append(text)
+    assert len(received) == 2 and raised.value.code == "provider_timeout"
+
+
+async def test_a_connection_cut_mid_stream_is_a_provider_error_after_the_text_received(settings):
+    """The provider's process dies mid-answer: the socket closes inside a chunked body."""
+
+    async def dying_provider(reader, writer):
+        while (await reader.readline()) not in (b"\r\n", b""):  # the request line and headers
+            pass
+        await reader.read(65536)  # the JSON body, already sent
+        chunk = json.dumps({"choices": [{"index": 0, "delta": {"content": "Half"}, "finish_reason": None}]})
+        event = f"data: {chunk}\n\n".encode()
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        writer.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
+        writer.write(b"ff\r\ndata: {")  # a chunk that never ends
+        await writer.drain()
+        writer.transport.abort()
+
+    server = await asyncio.start_server(dying_provider, "127.0.0.1", 0)
+    settings.LLM_BASE_URL = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    completion = stream()
+    received = []
+    try:
+        with pytest.raises(ProviderError) as raised:
+            async for text in completion:
+                received.append(text)
+    finally:
+        server.close()
+    assert received == ["Half"] and raised.value.code == "provider_error"
+    assert completion.received_text == "Half" and completion.usage is None
 
 
 def test_model_specs_are_parsed_with_decimal_prices(settings):

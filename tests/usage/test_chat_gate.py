@@ -125,6 +125,66 @@ async def test_flagged_text_is_refused_recorded_and_never_sent_to_the_model(chat
     await assert_still_usable(chat_socket)
 
 
+async def test_a_returning_users_message_is_moderated_while_the_gate_runs(chat_socket, moderation_requests):
+    """The first token waits for the longer of the gate and moderation, not their sum (docs/performance.md)."""
+    assert (await chat_socket.ask("first"))[-1]["status"] == "complete"  # new to this process: after the gate
+    assert (await chat_socket.ask("second"))[-1]["status"] == "complete"  # admitted last time: alongside it
+
+    assert moderation_requests == [("first", 1), ("second", 1)]
+
+
+async def test_flagged_text_moderated_alongside_the_gate_is_refused_and_gives_everything_back(
+    chat_socket, user, provider_calls, moderation_requests
+):
+    assert (await chat_socket.ask("hello"))[-1]["status"] == "complete"
+
+    await chat_socket.send({"type": "message", "conversation": None, "content": "flag-me:violence"})
+    error = await chat_socket.receive()
+
+    assert error["code"] == "moderation_flagged" and moderation_requests[-1] == ("flag-me:violence", 1)
+    assert await database_sync_to_async(ModerationEvent.objects.filter(user=user).count)() == 1
+    assert len(provider_calls) == 1 and len(await records(user)) == 1  # only the first message's
+    assert (await period_of(user)).reserved == 0
+
+
+async def test_a_gate_refusal_wins_over_flagged_text_and_records_nothing(
+    chat_socket, user, provider_calls, moderation_requests
+):
+    assert (await chat_socket.ask("hello"))[-1]["status"] == "complete"
+    await on_plan(user, monthly_token_allowance=50)
+
+    await chat_socket.send({"type": "message", "conversation": None, "content": "please flag-me:violence now"})
+    error = await chat_socket.receive()
+
+    assert error["code"] == "quota_exceeded"  # the gate's order: the quota is checked before moderation
+    assert moderation_requests[-1] == ("please flag-me:violence now", 1)  # it was sent alongside the gate
+    assert not await database_sync_to_async(ModerationEvent.objects.exists)()
+    assert len(provider_calls) == 1 and (await period_of(user)).reserved == 0
+    await assert_still_usable(chat_socket)
+
+
+async def test_requests_hammering_a_limit_cost_no_moderation_calls(chat_socket, user, moderation_requests):
+    """Once the gate refused a user, their messages are moderated only after it admits them again, so a
+    client retrying against a limit cannot spend the provider's moderation capacity."""
+    assert (await chat_socket.ask("first"))[-1]["status"] == "complete"
+    await on_plan(user, monthly_token_allowance=50)
+
+    for number in range(5):
+        await chat_socket.send({"type": "message", "conversation": None, "content": f"again {number}"})
+        assert (await chat_socket.receive())["code"] == "quota_exceeded"
+
+    # Sent alongside the gate for the first refused message (admitted last time); for none after it.
+    assert moderation_requests == [("first", 1), ("again 0", 1)]
+
+    await on_plan(user, slug="roomy")
+    assert (await chat_socket.ask("admitted again"))[-1]["status"] == "complete"
+    assert (await chat_socket.ask("and alongside again"))[-1]["status"] == "complete"
+    assert moderation_requests[2:] == [
+        ("admitted again", 2),  # sent once the gate had admitted it (the second admission)
+        ("and alongside again", 2),  # alongside the gate again
+    ]
+
+
 async def test_moderation_can_be_switched_off(chat_socket, settings):
     settings.MODERATION_ENABLED = False
 

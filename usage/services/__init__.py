@@ -1,7 +1,8 @@
 """The usage services: one gate and one settlement for every paid call (the chat websocket, the HTTP API).
 
     gate_state, gate_admit  rate limits -> global spend cap -> token quota reservation -> prompt cache lookup
-    moderation_check        async, after the gate, before anything is sent to the completion model
+    gate_and_moderate       async: the gate and moderation of the user's text, before anything is sent to
+                            the completion model (moderate_or_release: moderation alone, after the gate)
     usage_settle            in the caller's transaction: the usage record, the quota, the spend ledger
     limits_settle           after the commit: give back the unused tokens of the tokens/day limit
     gate_release            a request refused or abandoned after gate_admit: give everything back
@@ -22,7 +23,16 @@ from usage.services.accounts import (
     plan_change_by_staff,
     quota_period_reset,
 )
-from usage.services.gate import Admission, GateState, gate_admit, gate_release, gate_state, moderation_check
+from usage.services.gate import (
+    Admission,
+    GateState,
+    gate_admit,
+    gate_and_moderate,
+    gate_release,
+    gate_state,
+    moderate_or_release,
+    moderation_check,
+)
 from usage.services.periods import (
     calendar_month,
     quota_period_current,
@@ -50,9 +60,11 @@ __all__ = [
     "calendar_month",
     "cost_of",
     "gate_admit",
+    "gate_and_moderate",
     "gate_release",
     "gate_state",
     "limits_settle",
+    "moderate_or_release",
     "moderation_check",
     "plan_change",
     "plan_change_by_staff",
