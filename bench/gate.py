@@ -45,6 +45,7 @@ def run(messages: int) -> dict:
     settings.LLM_MODELS = ["demo-mini:0.15:0.60"]
 
     class ProviderStream:  # what the settlement reads of a finished provider stream
+        model = "demo-mini"
         usage = {"prompt_tokens": 40, "completion_tokens": 32}
 
     def baseline(number: int) -> None:
@@ -113,7 +114,7 @@ def run(messages: int) -> dict:
 
 
 async def time_moderation(calls: int) -> tuple[float, float]:
-    from chat.llm import moderation_categories
+    from chat.llm import clients_close, moderation_categories
 
     for _ in range(10):
         await moderation_categories("warm up")
@@ -122,6 +123,7 @@ async def time_moderation(calls: int) -> tuple[float, float]:
         started = time.perf_counter()
         await moderation_categories(f"Is this message fine? {number}")
         timings.append(time.perf_counter() - started)
+    await clients_close()
     return percentile(timings, 50) * 1000, percentile(timings, 99) * 1000
 
 
