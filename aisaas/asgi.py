@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP goes to Django, /ws/... to Channels consumers behind origin and session checks."""
+"""ASGI entry point: HTTP goes to Django (the /v1 API to its own lean app), /ws/... to Channels consumers
+behind origin and session checks."""
 
 import os
 
@@ -13,14 +14,25 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from aisaas.checks import stop_unless_deployable  # noqa: E402
 from aisaas.websocket import AuthMiddlewareStack  # noqa: E402
+from chat import api as openai_api  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 
 # daphne runs no system checks of its own; a misconfigured production server must not start serving.
 stop_unless_deployable()
 
+OPENAI_API_PATHS = {"/v1/chat/completions", "/v1/models"}
+
+
+async def http_application(scope, receive, send):
+    """The OpenAI-compatible API on its own lean ASGI app (see chat/api.py), everything else through Django."""
+    if scope["path"] in OPENAI_API_PATHS:
+        return await openai_api.application(scope, receive, send)
+    return await django_asgi_app(scope, receive, send)
+
+
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": http_application,
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -5,7 +5,6 @@ from rest_framework.routers import SimpleRouter
 
 from aisaas import views
 from aisaas.users import views as user_views
-from chat import api as openai_api
 from chat.rest import ConversationViewSet
 from usage.rest import CurrentUsage
 
@@ -23,9 +22,7 @@ urlpatterns = [
     # Stripe's webhooks: /stripe/webhook/<uuid>/ (dj-stripe's view; the endpoint's secret is in its admin).
     path("stripe/", include("djstripe.urls", namespace="djstripe")),
     path("admin/", admin.site.urls),
-    # The OpenAI-compatible API (the official SDKs: base_url = https://<host>/v1).
-    path("v1/chat/completions", openai_api.chat_completions, name="openai_chat_completions"),
-    path("v1/models", openai_api.models, name="openai_models"),
+    # The OpenAI-compatible API (/v1/chat/completions, /v1/models) is served beside Django: aisaas/asgi.py.
     # The REST API (Django REST framework), its OpenAPI schema and its docs page.
     path("api/", include(router.urls)),
     path("api/usage/", CurrentUsage.as_view(), name="api_usage"),

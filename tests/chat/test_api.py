@@ -252,3 +252,48 @@ async def test_a_guessed_key_costs_no_moderation_call_and_a_known_one_is_moderat
         completion = await completions.completion_open(token=raw, request=request)
         assert "".join([event async for event in completion.events()]).endswith("data: [DONE]\n\n")
     assert moderation_requests == [("Hello API", 1), ("Hello API", 1)]  # after the gate, then alongside it
+
+
+def test_a_client_that_goes_away_mid_stream_stops_the_answer_and_is_charged_for_what_was_produced(
+    api_server, api_user, raw_key
+):
+    import http.client
+    import json
+    import time
+
+    connection = http.client.HTTPConnection("127.0.0.1", api_server.port, timeout=10)
+    body = {
+        "model": "demo-mini",
+        "messages": [{"role": "user", "content": "Long [devllm tokens=400 interval_ms=10]"}],
+        "stream": True,
+        "max_tokens": 1000,
+    }
+    connection.request(
+        "POST",
+        "/v1/chat/completions",
+        json.dumps(body),
+        {"Authorization": f"Bearer {raw_key}", "Content-Type": "application/json"},
+    )
+    response = connection.getresponse()
+    assert response.status == 200 and response.getheader("Content-Type") == "text/event-stream"
+    assert response.getheader("X-Content-Type-Options") == "nosniff"
+    response.read(400)  # a few events
+    connection.sock.close()  # the developer's program is killed mid-answer
+    connection.close()
+
+    deadline = time.monotonic() + 10
+    while not (records := list(UsageRecord.objects.filter(user=api_user))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (record,) = records
+    assert record.status == "stopped" and record.source == "api"
+    assert 0 < record.completion_tokens < 400  # what the provider had produced, not zero, not the whole answer
+    assert QuotaPeriod.objects.get(user=api_user).reserved == 0
+
+
+def test_a_foreign_host_and_an_oversize_body_are_refused_in_openai_shape(api_server, raw_key, settings):
+    headers = {"Authorization": f"Bearer {raw_key}", "Content-Type": "application/json"}
+    foreign = _request(f"{api_server.url}/v1/models", None, {**headers, "Host": "evil.example"})
+    huge = _request(f"{api_server.url}/v1/chat/completions", b"x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1), headers)
+
+    assert foreign[0] == 400 and foreign[1]["error"]["code"] == "invalid_host"
+    assert huge[0] == 413 and huge[1]["error"]["code"] == "request_too_large"
