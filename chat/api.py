@@ -10,6 +10,7 @@ provider stream cancelled (and the call settled as stopped) when the client goes
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 
@@ -163,11 +164,18 @@ async def application(scope, receive, send) -> None:
         return await openai_error(error).send(send)
     token = bearer_token(headers.get(b"authorization", b"").decode("latin-1"))
     method = scope["method"]
+    started = False
+
+    async def send_tracked(message):
+        nonlocal started
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
     try:
         if scope["path"] == "/v1/models":
             response = await models(token) if method == "GET" else _method_not_allowed("GET")
         elif method == "POST":
-            response = await _answered_unless_gone(chat_completions(token, await _body(receive), send), receive)
+            response = await _answered_unless_gone(chat_completions(token, await _body(receive), send_tracked), receive)
         else:
             response = _method_not_allowed("POST")
     except BodyTooLarge as error:
@@ -176,6 +184,10 @@ async def application(scope, receive, send) -> None:
         return  # the client went away
     except Exception:
         logger.exception("API call failed")
+        if started:  # mid-stream: the answer was settled (OpenCompletion.events); end the stream cut short
+            with contextlib.suppress(Exception):
+                await send({"type": "http.response.body", "body": b""})
+            return
         response = openai_error(ApplicationError("Something went wrong. Please try again.", code="server_error"))
         response.status = 500
     if response is not None:

@@ -297,3 +297,34 @@ def test_a_foreign_host_and_an_oversize_body_are_refused_in_openai_shape(api_ser
 
     assert foreign[0] == 400 and foreign[1]["error"]["code"] == "invalid_host"
     assert huge[0] == 413 and huge[1]["error"]["code"] == "request_too_large"
+
+
+async def test_a_failure_after_the_stream_began_ends_the_body_instead_of_a_second_response(monkeypatch, caplog):
+    """Once the 200 and the first events are out, an unexpected error can only cut the stream short (logged);
+    a second response start would break the connection for the client."""
+    import json
+
+    from channels.testing import HttpCommunicator
+
+    from aisaas.db import in_db_thread
+    from chat import api, completions
+
+    async def breaking_events(self):
+        yield 'data: {"choices": []}\n\n'
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(completions.OpenCompletion, "events", breaking_events)
+    user = await in_db_thread(UserFactory)()
+    raw = (await in_db_thread(user_services.api_key_create)(user=user, name="tests"))[1]
+    communicator = HttpCommunicator(
+        api.application,
+        "POST",
+        "/v1/chat/completions",
+        body=json.dumps({"model": "demo-mini", "messages": PROMPT, "stream": True}).encode(),
+        headers=[(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {raw}".encode())],
+    )
+
+    response = await communicator.get_response(timeout=10)
+
+    assert response["status"] == 200 and response["body"] == b'data: {"choices": []}\n\n'
+    assert "API call failed" in caplog.text
