@@ -112,7 +112,7 @@ def client_for(provider: Provider) -> openai.AsyncOpenAI:
 
 
 async def clients_close() -> None:
-    """Close the provider clients of the running event loop (for code that ends a loop it made: tests)."""
+    """Close the provider clients of the running event loop, for code that ends a loop it made (bench/gate.py)."""
     for client in _clients.pop(asyncio.get_running_loop(), {}).values():
         await client.close()
 
