@@ -141,9 +141,9 @@ def content_validate(content) -> str:
     return content
 
 
-def turn_plan(*, user, conversation_id: int | None, content, model: str | None) -> TurnPlan:
-    """Check a new message, build its prompt and pass the usage gate. Writes nothing of the conversation."""
-    content = content_validate(content)
+def turn_plan(*, user, conversation_id: int | None, content: str, model: str | None) -> TurnPlan:
+    """Build the prompt for a new message (checked by content_validate) and pass the usage gate. Writes
+    nothing of the conversation."""
     state = usage.gate_state(user=user)
     model = model_resolve(model, plan=state.plan)
     history = []
