@@ -241,15 +241,15 @@ def after_settlement(
 ) -> None:
     """After the settlement committed: the rate limiter gets back what was held but not used, and a complete
     answer from the provider goes into the prompt cache."""
-    usage.limits_settle(admission=admission, settlement=settlement)
+    cache_answer = None
     if admission.cache_key and complete and not isinstance(stream, CachedStream) and stream.usage:
-        prompt_cache.put(
-            admission.cache_key,
+        cache_answer = prompt_cache.answer_of(
             text=text,
             model=stream.model,
             prompt_tokens=stream.usage["prompt_tokens"],
             completion_tokens=stream.usage["completion_tokens"],
         )
+    usage.limits_settle(admission=admission, settlement=settlement, cache_answer=cache_answer)
 
 
 async def reply_to_message(*, user, conversation_id: int | None, content, model: str | None) -> OpenReply:

@@ -5,7 +5,9 @@ arrival time" (TAT). A limit of L per period T lets a request of cost c through 
 max(TAT, now) + c*T/L - now <= T, which behaves as a sliding window: bursts up to L, then one unit every T/L.
 Several limits are checked and taken together, all or nothing, in one Lua script: one Redis round trip per
 request, plus one at settlement to give back the unused part of the tokens taken. The clock is Redis's own
-(TIME), so web processes with skewed clocks share one view.
+(TIME), so web processes with skewed clocks share one view. When the prompt cache lives in the same Redis,
+its lookup rides along with the take and its write with the give-back (`read=`, `write=`): the gate and the
+settlement then cost two Redis round trips in all, not four (docs/performance.md).
 
 The store is the "limits" cache alias: Redis through django-redis in production (I5), process memory only
 in the embedded default (one process). If Redis cannot be reached, LimitsUnavailable is raised and the caller
@@ -47,14 +49,26 @@ class LimitResult:
     remaining: int  # of the refusing limit (or of the first limit when allowed)
     retry_after_seconds: float  # 0 when allowed
     now: float  # the store's clock, epoch seconds
+    read: bytes | None = None  # the value at take(read=key), if allowed and the key exists
 
 
+@dataclass(frozen=True)
+class RawWrite:
+    """A plain SET of another Redis key, sent with a give-back (the prompt cache's new answer)."""
+
+    key: str  # the store's own key (prefix included)
+    value: bytes
+    ttl_ms: int
+
+
+# KEYS: one per limit, then optionally a key to read once the limits are taken. ARGV: three per limit.
 _TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local new_tats = {}
 local first_remaining = 0
-for i = 1, #KEYS do
+local count = #ARGV / 3
+for i = 1, count do
   local period = tonumber(ARGV[3 * i - 2])
   local interval = period / tonumber(ARGV[3 * i - 1])
   local cost = tonumber(ARGV[3 * i])
@@ -68,17 +82,25 @@ for i = 1, #KEYS do
   new_tats[i] = new_tat
   if i == 1 then first_remaining = math.floor((period - (new_tat - now)) / interval) end
 end
-for i = 1, #KEYS do
+for i = 1, count do
   redis.call('SET', KEYS[i], string.format('%.3f', new_tats[i]), 'PX', math.ceil(new_tats[i] - now) + 1000)
 end
-return {1, 0, first_remaining, 0, now}
+local read = false
+if #KEYS > count then read = redis.call('GET', KEYS[count + 1]) end
+return {1, 0, first_remaining, 0, now, read}
 """
 
+# KEYS[1]: the limit, ARGV[1]: the amount to give back (ms of its schedule; 0: none). Optionally KEYS[2],
+# ARGV[2], ARGV[3]: a key to SET to a value with a time to live (ms).
 _GIVE_BACK = """
-local tat = tonumber(redis.call('GET', KEYS[1]))
-if tat then
-  redis.call('SET', KEYS[1], string.format('%.3f', tat - tonumber(ARGV[1])), 'KEEPTTL')
+local amount = tonumber(ARGV[1])
+if amount > 0 then
+  local tat = tonumber(redis.call('GET', KEYS[1]))
+  if tat then
+    redis.call('SET', KEYS[1], string.format('%.3f', tat - amount), 'KEEPTTL')
+  end
 end
+if #KEYS > 1 then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) end
 return 1
 """
 
@@ -93,14 +115,15 @@ class RedisLimiter:
     def _key(self, key: str) -> str:
         return self.cache.make_key(f"limit:{key}")
 
-    def take(self, limits: list[Limit]) -> LimitResult:
+    def take(self, limits: list[Limit], *, read: str | None = None) -> LimitResult:
+        """Take all `limits` or none; if they are taken, also GET `read` (a key of this store) in the same
+        round trip."""
         args = []
         for limit in limits:
             args += [limit.period_seconds * 1000, limit.limit, limit.cost]
+        keys = [self._key(limit.key) for limit in limits] + ([read] if read else [])
         try:
-            allowed, index, remaining, retry_ms, now_ms = self.take_script(
-                keys=[self._key(limit.key) for limit in limits], args=args
-            )
+            allowed, index, remaining, retry_ms, now_ms, *value = self.take_script(keys=keys, args=args)
         except RedisError as error:
             raise LimitsUnavailable(str(error)) from error
         return LimitResult(
@@ -109,12 +132,18 @@ class RedisLimiter:
             remaining=remaining,
             retry_after_seconds=retry_ms / 1000,
             now=now_ms / 1000,
+            read=value[0] if value and value[0] else None,
         )
 
-    def give_back(self, limit: Limit, amount: int) -> None:
+    def give_back(self, limit: Limit, amount: int, *, write: RawWrite | None = None) -> None:
+        """Give back `amount` of what `limit` took; also SET `write` in the same round trip."""
+        amount_ms = max(0, amount) * limit.period_seconds * 1000 / limit.limit
+        keys, args = [self._key(limit.key)], [amount_ms]
+        if write is not None:
+            keys.append(write.key)
+            args += [write.value, write.ttl_ms]
         try:
-            amount_ms = amount * limit.period_seconds * 1000 / limit.limit
-            self.give_back_script(keys=[self._key(limit.key)], args=[amount_ms])
+            self.give_back_script(keys=keys, args=args)
         except RedisError as error:
             raise LimitsUnavailable(str(error)) from error
 
@@ -126,7 +155,8 @@ class LocalLimiter:
         self.lock = threading.Lock()
         self.tats: dict[str, float] = {}
 
-    def take(self, limits: list[Limit]) -> LimitResult:
+    # `read` and `write` ride along only with a Redis store (store_shared_with): never given here.
+    def take(self, limits: list[Limit], *, read: None = None) -> LimitResult:
         with self.lock:
             now = time.time()
             new_tats, first_remaining = [], 0
@@ -149,7 +179,7 @@ class LocalLimiter:
                 self.tats[limit.key] = new_tat
             return LimitResult(True, None, first_remaining, 0.0, now)
 
-    def give_back(self, limit: Limit, amount: int) -> None:
+    def give_back(self, limit: Limit, amount: int, *, write: None = None) -> None:
         with self.lock:
             if limit.key in self.tats:
                 self.tats[limit.key] -= amount * limit.period_seconds / limit.limit
@@ -168,12 +198,20 @@ def limiter() -> RedisLimiter | LocalLimiter:
     return _local
 
 
-def give_back_quietly(limit: Limit, amount: int) -> None:
-    """Give back part of what a request took. If the store cannot be reached the limit stays stricter than
-    it should until its window passes; never looser, so this only logs."""
-    if amount <= 0:
+def store_shared_with(cache) -> bool:
+    """Whether `cache` is the limits' own Redis (same server and database), so that reads and writes of its
+    keys can ride along with the limits' scripts (take(read=), give_back(write=))."""
+    own = caches[LIMITS_ALIAS]
+    return isinstance(own, RedisCache) and isinstance(cache, RedisCache) and cache._server == own._server
+
+
+def give_back_quietly(limit: Limit, amount: int, *, write: RawWrite | None = None) -> None:
+    """Give back part of what a request took (and do `write`, see store_shared_with). If the store cannot be
+    reached the limit stays stricter than it should until its window passes; never looser, so this only
+    logs."""
+    if amount <= 0 and write is None:
         return
     try:
-        limiter().give_back(limit, amount)
+        limiter().give_back(limit, amount, write=write)
     except LimitsUnavailable:
         logger.warning("Could not give back %s to the %s limit", amount, limit.name)

@@ -9,7 +9,9 @@ recorded) or "full" (charged as if generated). Either way the hit is one cached 
 
 Whether a request uses the cache at all (PROMPT_CACHE_ENABLED, not for regenerate) is decided by the gate:
 an admission carries a cache key or none. The cache is not correctness-critical: if the store fails, a
-lookup is a miss and a write is skipped.
+lookup is a miss and a write is skipped. When the cache and the rate limits share one Redis (the default:
+both on REDIS_URL), the gate's lookup and the settlement's write ride along with the limits' own scripts
+(`rides_with_limits`, usage.limits), so they cost no round trip of their own.
 """
 
 import hashlib
@@ -17,7 +19,9 @@ import json
 import logging
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
+
+from usage import limits
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +41,10 @@ def key_for(*, user_id: int, model: str, messages: list[dict], max_tokens: int) 
     return "prompt-cache:" + hashlib.sha256(material.encode()).hexdigest()
 
 
+def answer_of(*, text: str, model: str, prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"text": text, "model": model, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
+
+
 def get(key: str) -> dict | None:
     try:
         return cache.get(key)
@@ -45,9 +53,35 @@ def get(key: str) -> dict | None:
         return None
 
 
-def put(key: str, *, text: str, model: str, prompt_tokens: int, completion_tokens: int) -> None:
-    answer = {"text": text, "model": model, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
+def put(key: str, answer: dict) -> None:
     try:
         cache.set(key, answer, timeout=settings.PROMPT_CACHE_TTL_SECONDS)
     except Exception:
         logger.warning("Prompt cache write failed", exc_info=True)
+
+
+def rides_with_limits() -> bool:
+    return limits.store_shared_with(caches[DEFAULT_CACHE_ALIAS])  # the store itself, not the `cache` proxy
+
+
+def store_key(key: str) -> str:
+    """`key` as the store holds it (prefix and version), for a read riding along with the limits."""
+    return cache.make_key(key)
+
+
+def decoded(raw: bytes | None) -> dict | None:
+    """A value read by the limits' script (take(read=...)) as get() would return it."""
+    if raw is None:
+        return None
+    try:
+        return cache.client.decode(raw)
+    except Exception:
+        logger.warning("Prompt cache entry unreadable; treating it as a miss", exc_info=True)
+        return None
+
+
+def raw_write(key: str, answer: dict) -> limits.RawWrite:
+    """put(key, answer) as a write riding along with the limits' give-back."""
+    return limits.RawWrite(
+        cache.make_key(key), cache.client.encode(answer), settings.PROMPT_CACHE_TTL_SECONDS * 1000
+    )

@@ -4,7 +4,8 @@
     gate_and_moderate       async: the gate and moderation of the user's text, before anything is sent to
                             the completion model (moderate_or_release: moderation alone, after the gate)
     usage_settle            in the caller's transaction: the usage record, the quota, the spend ledger
-    limits_settle           after the commit: give back the unused tokens of the tokens/day limit
+    limits_settle           after the commit: give back the unused tokens of the tokens/day limit, and keep
+                            a complete answer in the prompt cache
     gate_release            a request refused or abandoned after gate_admit: give everything back
     plan_change             the one way to move a user to another plan (billing, staff)
     bonus_tokens_grant, quota_period_reset, plan_change_by_staff, account_suspend, account_reactivate

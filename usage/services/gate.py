@@ -204,8 +204,13 @@ def gate_admit(
     max_tokens = min(plan.max_tokens_per_request, settings.LLM_MAX_TOKENS, max_tokens or settings.LLM_MAX_TOKENS)
     tokens = prompt_tokens_upper_bound(prompt) + max_tokens
     user_limits = _limits_for(user_id=user.pk, plan=plan, tokens=tokens)
+    cache_key = None
+    if cacheable and settings.PROMPT_CACHE_ENABLED:
+        cache_key = prompt_cache.key_for(user_id=user.pk, model=model, messages=prompt, max_tokens=max_tokens)
+    # The cache lookup rides along with the limits' script when they share a Redis: a round trip less.
+    cache_rides = cache_key is not None and prompt_cache.rides_with_limits()
     try:
-        result = limits.limiter().take(user_limits)
+        result = limits.limiter().take(user_limits, read=prompt_cache.store_key(cache_key) if cache_rides else None)
     except limits.LimitsUnavailable:
         logger.error("Rate-limit store unavailable: refusing paid calls")
         raise ServiceUnavailable(
@@ -234,9 +239,9 @@ def gate_admit(
             logger.exception("Quota store unavailable: refusing paid calls")
             raise _quota_unavailable() from None
         raise
-    cache_key = None
-    if cacheable and settings.PROMPT_CACHE_ENABLED:
-        cache_key = prompt_cache.key_for(user_id=user.pk, model=model, messages=prompt, max_tokens=max_tokens)
+    cached_answer = None
+    if cache_key is not None:
+        cached_answer = prompt_cache.decoded(result.read) if cache_rides else prompt_cache.get(cache_key)
     return Admission(
         request_id=uuid.uuid4().hex,
         api_key_id=api_key_id,
@@ -249,7 +254,7 @@ def gate_admit(
         reserved_tokens=tokens,
         tokens_limit=tokens_limit,
         cache_key=cache_key,
-        cached_answer=prompt_cache.get(cache_key) if cache_key else None,
+        cached_answer=cached_answer,
         admitted_at=time.monotonic(),
     )
 

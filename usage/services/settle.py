@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from aisaas.db import statement_batch
 from chat.llm import model_catalogue
-from usage import limits
+from usage import limits, prompt_cache
 from usage.models import QuotaPeriod, SpendDay
 from usage.selectors import quota_meter
 from usage.services.gate import Admission
@@ -148,7 +148,15 @@ def usage_settle(
     return Settlement(row is not None, billable if row is not None else 0, quota_meter(period=period))
 
 
-def limits_settle(*, admission: Admission, settlement: Settlement) -> None:
-    """After the commit: the tokens/day limit keeps what was used and gets the rest of the hold back."""
-    if settlement.recorded:
-        limits.give_back_quietly(admission.tokens_limit, admission.reserved_tokens - settlement.billable_tokens)
+def limits_settle(*, admission: Admission, settlement: Settlement, cache_answer: dict | None = None) -> None:
+    """After the commit: the tokens/day limit keeps what was used and gets the rest of the hold back, and
+    `cache_answer` (a complete answer) goes into the prompt cache under the admission's key: in the same
+    Redis round trip when the cache shares the limits' Redis."""
+    unused = admission.reserved_tokens - settlement.billable_tokens if settlement.recorded else 0
+    write = None
+    if cache_answer is not None and admission.cache_key:
+        if prompt_cache.rides_with_limits():
+            write = prompt_cache.raw_write(admission.cache_key, cache_answer)
+        else:
+            prompt_cache.put(admission.cache_key, cache_answer)
+    limits.give_back_quietly(admission.tokens_limit, unused, write=write)

@@ -1,0 +1,114 @@
+"""The prompt cache through the gate and the settlement, in the store layouts a deployment can have: the cache
+and the rate limits in one Redis (the lookup and the write ride along with the limits' scripts), or apart."""
+
+import os
+
+import pytest
+from django.core.cache import caches
+from redis.connection import Connection
+
+from tests.usage.conftest import make_plan
+from usage import limits, prompt_cache, services
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+needs_redis = pytest.mark.skipif(not REDIS_URL, reason="needs a real Redis: set REDIS_URL (.ci/run does)")
+
+PROMPT = [{"role": "user", "content": "Is this answer cached?"}]
+ANSWER = prompt_cache.answer_of(text="It will be.", model="demo-mini", prompt_tokens=12, completion_tokens=4)
+
+
+def admit(user):
+    state = services.gate_state(user=user)
+    return services.gate_admit(user=user, state=state, model="demo-mini", prompt=PROMPT, source="chat", cacheable=True)
+
+
+def settle(admission, cache_answer):
+    settlement = services.usage_settle(
+        admission=admission,
+        conversation_id=None,
+        message_id=None,
+        model="demo-mini",
+        status="complete",
+        prompt_tokens=12,
+        completion_tokens=4,
+    )
+    services.limits_settle(admission=admission, settlement=settlement, cache_answer=cache_answer)
+    return settlement
+
+
+@pytest.fixture
+def redis_commands(monkeypatch):
+    """The Redis commands sent from here on, by name."""
+    sent = []
+    original = Connection.send_command
+
+    def counting(self, *args, **kwargs):
+        sent.append(str(args[0]).upper())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Connection, "send_command", counting)
+    return sent
+
+
+@pytest.mark.django_db
+def test_a_settled_answer_is_found_by_the_next_identical_request(user):
+    services.plan_change(user=user, plan=make_plan())
+    first = admit(user)
+    settle(first, ANSWER)
+
+    second = admit(user)
+
+    assert first.cached_answer is None and second.cached_answer == ANSWER
+    assert second.cache_key == first.cache_key
+
+
+@needs_redis
+@pytest.mark.django_db
+def test_with_one_redis_the_cache_rides_along_two_round_trips_per_message(user, redis_commands):
+    services.plan_change(user=user, plan=make_plan())
+    settle(admit(user), ANSWER)  # loads both scripts into Redis
+    assert prompt_cache.rides_with_limits()
+    redis_commands.clear()
+
+    admission = admit(user)
+    after_gate = list(redis_commands)
+    settle(admission, ANSWER)
+
+    # The gate: the limits script, which also read the cache (a hit: the answer settled above).
+    assert after_gate == ["EVALSHA"] and admission.cached_answer == ANSWER
+    # The settlement: the give-back script, which also wrote the answer.
+    assert redis_commands == ["EVALSHA", "EVALSHA"]
+    assert caches["default"].get(admission.cache_key) == ANSWER
+    assert caches["default"].ttl(admission.cache_key) > 0
+
+
+@needs_redis
+@pytest.mark.django_db
+def test_the_limits_script_reads_the_cache_only_for_a_request_it_lets_through(user):
+    caches["default"].set("an-answer", ANSWER)
+    limit = limits.Limit("requests_per_minute", f"{user.pk}:rpm", 1, 60, 1)
+    key, limiter = prompt_cache.store_key("an-answer"), limits.limiter()
+
+    taken, refused = limiter.take([limit], read=key), limiter.take([limit], read=key)
+
+    assert taken.allowed and prompt_cache.decoded(taken.read) == ANSWER
+    assert not refused.allowed and refused.read is None
+
+
+@needs_redis
+@pytest.mark.django_db
+def test_with_the_limits_in_another_redis_the_cache_still_works_on_its_own(user, settings, redis_commands):
+    server, _, database = REDIS_URL.rpartition("/")
+    other = f"{server}/{(int(database or 0) + 1) % 16}"
+    settings.CACHES = {**settings.CACHES, "limits": {**settings.CACHES["limits"], "LOCATION": other}}
+    caches["limits"].clear()
+    services.plan_change(user=user, plan=make_plan())
+    assert not prompt_cache.rides_with_limits()
+
+    first = admit(user)
+    settle(first, ANSWER)
+    second = admit(user)
+
+    assert first.cached_answer is None and second.cached_answer == ANSWER
+    assert {"GET", "SET"} <= set(redis_commands)
+    caches["limits"].clear()
