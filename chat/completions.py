@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import transaction
 
 from aisaas.errors import ApplicationError, InvalidInput, NotFound
-from aisaas.users.services import api_key_authenticate, api_key_hash
+from aisaas.users.services import api_key_authenticate, api_key_hash, api_key_plausible, api_key_used
 from chat.llm import CachedStream, CompletionStream, ProviderError, model_catalogue
 from chat.services import after_settlement, answer_stream, last_question, models_for, settle_with_retries
 from usage import services as usage
@@ -44,13 +44,17 @@ class AuthenticationFailed(ApplicationError):
     http_status = 401
 
 
+def _authentication_failed() -> AuthenticationFailed:
+    return AuthenticationFailed(
+        "Invalid API key: create one on the API keys page and send it as 'Authorization: Bearer <key>'."
+    )
+
+
 def api_key_of(token: str):
     """The active API key `token` stands for, or AuthenticationFailed."""
     key = api_key_authenticate(token)
     if key is None:
-        raise AuthenticationFailed(
-            "Invalid API key: create one on the API keys page and send it as 'Authorization: Bearer <key>'."
-        )
+        raise _authentication_failed()
     return key
 
 
@@ -146,10 +150,13 @@ def _messages(messages) -> list[dict]:
 
 def completion_admit(*, token: str, request: CompletionRequest) -> usage.Admission:
     """The key, then the model checked against the configured ones and the key owner's plan, then the usage
-    gate: one database thread hop for all of it."""
-    api_key = api_key_of(token)
-    user = api_key.user
-    state = usage.gate_state(user=user)
+    gate: one database thread hop for all of it, the key found by the gate's own query."""
+    found = usage.gate_state_for_api_key(key_hash=api_key_hash(token)) if api_key_plausible(token) else None
+    if found is None:
+        raise _authentication_failed()
+    holder, state = found
+    api_key_used(key_id=holder.api_key_id, last_used_at=holder.api_key_last_used_at)
+    user = holder.user
     if model_catalogue().get(request.model) is None:
         raise NotFound(f"The model '{request.model}' does not exist.", code="model_not_found", param="model")
     if not state.plan.allows_model(request.model):
@@ -162,7 +169,7 @@ def completion_admit(*, token: str, request: CompletionRequest) -> usage.Admissi
         source="api",
         cacheable=request.temperature is None,  # an explicit temperature asks for a fresh answer
         max_tokens=request.max_tokens,
-        api_key_id=api_key.pk,
+        api_key_id=holder.api_key_id,
     )
 
 

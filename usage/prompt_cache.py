@@ -82,6 +82,4 @@ def decoded(raw: bytes | None) -> dict | None:
 
 def raw_write(key: str, answer: dict) -> limits.RawWrite:
     """put(key, answer) as a write riding along with the limits' give-back."""
-    return limits.RawWrite(
-        cache.make_key(key), cache.client.encode(answer), settings.PROMPT_CACHE_TTL_SECONDS * 1000
-    )
+    return limits.RawWrite(cache.make_key(key), cache.client.encode(answer), settings.PROMPT_CACHE_TTL_SECONDS * 1000)

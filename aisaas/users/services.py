@@ -63,9 +63,14 @@ def bearer_token(authorization: str) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
+def api_key_plausible(raw_key: str) -> bool:
+    """Whether `raw_key` looks like one of our keys at all (anything else needs no lookup)."""
+    return bool(raw_key) and raw_key.startswith(ApiKey.PREFIX) and len(raw_key) <= 200
+
+
 def api_key_authenticate(raw_key: str) -> ApiKey | None:
     """The active key matching `raw_key` (with its user), or None."""
-    if not raw_key or not raw_key.startswith(ApiKey.PREFIX) or len(raw_key) > 200:
+    if not api_key_plausible(raw_key):
         return None
     key = (
         ApiKey.objects.select_related("user")
@@ -73,7 +78,12 @@ def api_key_authenticate(raw_key: str) -> ApiKey | None:
         .first()
     )
     if key is not None:
-        now = timezone.now()
-        if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
-            ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        api_key_used(key_id=key.pk, last_used_at=key.last_used_at)
     return key
+
+
+def api_key_used(*, key_id: int, last_used_at) -> None:
+    """Record that a key was just used, if what is recorded is older than LAST_USED_RESOLUTION."""
+    now = timezone.now()
+    if last_used_at is None or now - last_used_at > LAST_USED_RESOLUTION:
+        ApiKey.objects.filter(pk=key_id).update(last_used_at=now)

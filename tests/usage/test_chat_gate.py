@@ -314,7 +314,7 @@ async def test_the_spend_cap_refuses_over_the_websocket(chat_socket, user, setti
 
 async def test_a_failing_quota_store_refuses_with_a_retryable_error(chat_socket, monkeypatch, provider_calls):
     """I8 for the database: the gate's read fails (as when PostgreSQL is down); nothing is sent to the model."""
-    monkeypatch.setattr(gate, "_GATE_STATE_SQL", "SELECT * FROM a_table_that_is_not_there")
+    monkeypatch.setattr(gate, "_gate_state_sql", lambda by_api_key: "SELECT * FROM a_table_that_is_not_there")
 
     await chat_socket.send({"type": "message", "conversation": None, "content": "hi"})
     error = await chat_socket.receive()

@@ -1,6 +1,7 @@
 """The usage services: one gate and one settlement for every paid call (the chat websocket, the HTTP API).
 
     gate_state, gate_admit  rate limits -> global spend cap -> token quota reservation -> prompt cache lookup
+                            (gate_state_for_api_key: the API's key check in the gate's own query)
     gate_and_moderate       async: the gate and moderation of the user's text, before anything is sent to
                             the completion model (moderate_or_release: moderation alone, after the gate)
     usage_settle            in the caller's transaction: the usage record, the quota, the spend ledger
@@ -31,6 +32,7 @@ from usage.services.gate import (
     gate_and_moderate,
     gate_release,
     gate_state,
+    gate_state_for_api_key,
     moderate_or_release,
     moderation_check,
 )
@@ -64,6 +66,7 @@ __all__ = [
     "gate_and_moderate",
     "gate_release",
     "gate_state",
+    "gate_state_for_api_key",
     "limits_settle",
     "moderate_or_release",
     "moderation_check",
