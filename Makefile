@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 DEVLLM_PORT ?= 8001
 
-.PHONY: run test install lint format bench-ttft bench-gate bench-metering clean
+.PHONY: run test install lint format bench-ttft bench-timeline bench-gate bench-metering clean
 
 # Re-install only when the requirements change.
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -42,6 +42,9 @@ format: install
 
 bench-ttft: install
 	$(PY) bench/ttft.py
+
+bench-timeline: install
+	$(PY) bench/timeline.py
 
 bench-gate: install
 	$(PY) bench/gate.py

@@ -60,10 +60,10 @@ def start_devllm(*args: str) -> Server:
     return Server(process, port)
 
 
-def start_daphne(env: dict[str, str]) -> Server:
+def start_daphne(env: dict[str, str], application: str = "aisaas.asgi:application") -> Server:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "aisaas.asgi:application"],
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), application],
         cwd=ROOT,
         # Never the test process's relaxed async-safety guard: the server runs as in production.
         env={**{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}, **env},

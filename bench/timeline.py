@@ -1,0 +1,172 @@
+"""Where our added time to first token goes, stage by stage: one request at a time through the websocket or
+the API, on a real daphne running bench/timeline_app.py (the real application, with time stamps), and the same
+prompts straight to the dev LLM for the baseline.
+
+    BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/aisaas_bench REDIS_URL=redis://127.0.0.1:6379/14 \
+        python bench/timeline.py [--path websocket|api] [--requests 40] [--no-moderation]
+
+Prints the p50 of each stage, in milliseconds. Stamps from the client and the server compare directly:
+`time.monotonic()` is one clock for every process on the machine. Results: docs/performance.md.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import bench_environment  # noqa: E402
+from bench.ttft import prepare_database  # noqa: E402
+from tests.servers import start_daphne, start_devllm  # noqa: E402
+
+# (label, from, to): the stages of one request, between the marks bench/timeline_app.py records.
+STAGES = [
+    ("our server receives the request or frame", "client_sent", "arrived"),
+    ("to the gate's database hop", "arrived", "hop_called"),
+    ("the hop's thread starts", "hop_called", "gate_thread_start"),
+    ("the gate thread (wall; its steps below)", "gate_thread_start", "gate_thread_end"),
+    ("back on the event loop", "gate_thread_end", "hop_back"),
+    ("moderation sent, after arrival", "arrived", "moderation_start"),
+    ("moderation call (wall)", "moderation_start", "moderation_end"),
+    ("the provider's first content, after the hop (its TTFT: 100 ms)", "hop_back", "first_content"),
+    ("first content handed to daphne", "first_content", "first_content_sent"),
+    ("first content reaches the client", "first_content_sent", "client_first_content"),
+]
+STEPS = ["gate_thread", "gate_read", "limits", "reservation"]
+
+
+async def api_request(client, prompt: str) -> tuple[float, float]:
+    sent = time.monotonic()
+    stream = await client.chat.completions.create(
+        model="demo-mini",
+        messages=[{"role": "user", "content": prompt}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    first = None
+    async for chunk in stream:
+        if first is None and chunk.choices and chunk.choices[0].delta.content:
+            first = time.monotonic()
+    return sent, first
+
+
+async def socket_request(socket, prompt: str) -> tuple[float, float]:
+    sent = time.monotonic()
+    await socket.send(json.dumps({"type": "message", "conversation": None, "content": prompt}))
+    first = None
+    while True:
+        frame = json.loads(await socket.recv())
+        if frame["type"] == "delta" and first is None:
+            first = time.monotonic()
+        elif frame["type"] == "end":
+            return sent, first
+        elif frame["type"] == "error":
+            raise RuntimeError(frame["code"])
+
+
+async def measure(args, web, devllm, cookie: str, key: str) -> tuple[list[float], list[tuple[float, float]]]:
+    import openai
+    import websockets
+
+    direct = openai.AsyncOpenAI(base_url=f"{devllm.url}/v1", api_key="bench-key", max_retries=0)
+    if args.path == "api":
+        ours_client = openai.AsyncOpenAI(base_url=f"{web.url}/v1", api_key=key, max_retries=0)
+
+        async def ours(prompt):
+            return await api_request(ours_client, prompt)
+    else:
+        socket = await websockets.connect(
+            f"ws://127.0.0.1:{web.port}/ws/chat/",
+            origin=f"http://127.0.0.1:{web.port}",
+            additional_headers={"Cookie": f"sessionid={cookie}"},
+            max_size=None,
+        )
+
+        async def ours(prompt):
+            return await socket_request(socket, prompt)
+
+    run = f"{time.time():.0f}"
+    for number in range(5):  # warm up both paths; these requests are not counted
+        await api_request(direct, f"warm up {run} {number}")
+        await ours(f"warm up {run} {number}")
+    await asyncio.sleep(0.2)
+    Path(os.environ["TIMELINE_LOG"]).write_text("")
+    rng = random.Random(1)
+    direct_ttft, ours_times = [], []
+    for number in range(args.requests):
+        # The bench's random pauses (the same on both paths); at least 50 ms, so each request's line is
+        # written before the next request starts.
+        await asyncio.sleep(rng.uniform(0.05, 1))
+        sent, first = await api_request(direct, f"Question {run} {number}")
+        direct_ttft.append(first - sent)
+        await asyncio.sleep(rng.uniform(0.05, 1))
+        ours_times.append(await ours(f"Question {run} {number}"))
+    if args.path == "websocket":
+        await socket.close()
+    await asyncio.sleep(0.2)
+    return direct_ttft, ours_times
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--path", choices=["websocket", "api"], default="websocket")
+    parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--no-moderation", action="store_true")
+    args = parser.parse_args()
+    env = bench_environment()
+    cookies, keys = prepare_database(env, 1)
+    log = Path(tempfile.mkdtemp()) / "timeline.jsonl"
+    log.write_text("")
+    os.environ["TIMELINE_LOG"] = str(log)
+    devllm = start_devllm("--tokens", "32", "--interval-ms", "20", "--ttft-ms", "100")
+    web = start_daphne(
+        {
+            **env,
+            "LLM_BASE_URL": f"{devllm.url}/v1",
+            "LLM_API_KEY": "bench-key",
+            "MODERATION_ENABLED": "false" if args.no_moderation else "true",
+            "TIMELINE_LOG": str(log),
+        },
+        application="bench.timeline_app:application",
+    )
+    try:
+        direct_ttft, ours_times = asyncio.run(measure(args, web, devllm, cookies[0], keys[0]))
+    finally:
+        web.stop()
+        devllm.stop()
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    if len(rows) != len(ours_times):
+        sys.exit(f"{len(rows)} server lines for {len(ours_times)} requests: were they one at a time?")
+    for row, (sent, first) in zip(rows, ours_times, strict=True):
+        row.update(client_sent=sent, client_first_content=first)
+    ours_ttft = [first - sent for sent, first in ours_times]
+
+    def p50(values) -> float:
+        return statistics.median(values) if values else float("nan")
+
+    print(
+        f"{args.path}, {args.requests} requests one at a time, moderation {'off' if args.no_moderation else 'on'}: "
+        f"TTFT p50 direct {p50(direct_ttft) * 1000:.2f} ms, ours {p50(ours_ttft) * 1000:.2f} ms "
+        f"(added {(p50(ours_ttft) - p50(direct_ttft)) * 1000:+.2f} ms)"
+    )
+    for label, start, end in STAGES:
+        spans = [(row[end] - row[start]) * 1000 for row in rows if start in row and end in row]
+        if spans:
+            print(f"  {label:<64} {p50(spans):8.2f} ms")
+    for step in STEPS:
+        if any(f"{step}_ms" in row for row in rows):
+            wall = p50([row[f"{step}_ms"] for row in rows if f"{step}_ms" in row])
+            cpu = p50([row[f"{step}_cpu_ms"] for row in rows if f"{step}_cpu_ms" in row])
+            print(f"  step {step:<59} {wall:8.2f} ms wall, {cpu:.2f} ms CPU")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""The real ASGI application with time stamps, for bench/timeline.py: where a request's time before its first
+token goes, stage by stage. Diagnostic only: it wraps internal functions by name (a rename makes it fail at
+start), and it keeps one set of marks, so requests must come one at a time.
+
+Each finished request (an API completion, or a chat message's `end` frame) appends one JSON line to the file
+named by TIMELINE_LOG: `time.monotonic()` stamps (one clock for every process on the machine) and, for the
+wrapped steps, their wall and CPU time (`time.thread_time`, in whichever thread they ran).
+"""
+
+import json
+import os
+import time
+
+from aisaas.asgi import application as aisaas_application
+from usage import limits
+from usage.services import gate
+
+_log = open(os.environ["TIMELINE_LOG"], "a", buffering=1)  # open while the server runs
+_marks: dict[str, float] = {}
+
+
+def _mark(name: str) -> None:
+    _marks.setdefault(name, time.monotonic())
+
+
+def _write() -> None:
+    if "arrived" in _marks:
+        _log.write(json.dumps(_marks) + "\n")
+    _marks.clear()
+
+
+def _timed(func, label: str):
+    """`func` (sync) recording when it starts and ends, and its wall and CPU time, as `label`."""
+
+    def timed(*args, **kwargs):
+        _mark(f"{label}_start")
+        started, cpu = time.monotonic(), time.thread_time()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            _marks[f"{label}_ms"] = (time.monotonic() - started) * 1000
+            _marks[f"{label}_cpu_ms"] = (time.thread_time() - cpu) * 1000
+            _mark(f"{label}_end")
+
+    return timed
+
+
+def _traced_db_hop(func):
+    """gate.in_db_thread with marks: when the hop is called, when its thread starts and ends, when it is back."""
+    hop = _in_db_thread(_timed(func, "gate_thread"))
+
+    async def traced(*args, **kwargs):
+        _mark("hop_called")
+        try:
+            return await hop(*args, **kwargs)
+        finally:
+            _mark("hop_back")
+
+    return traced
+
+
+async def _traced_moderation(text: str):
+    _mark("moderation_start")
+    try:
+        return await _moderation_categories(text)
+    finally:
+        _mark("moderation_end")
+
+
+_in_db_thread, _moderation_categories = gate.in_db_thread, gate.moderation_categories
+gate.in_db_thread, gate.moderation_categories = _traced_db_hop, _traced_moderation
+gate._gate_row = _timed(gate._gate_row, "gate_read")
+gate.quota_reserve = _timed(gate.quota_reserve, "reservation")
+limits.RedisLimiter.take = _timed(limits.RedisLimiter.take, "limits")
+limits.LocalLimiter.take = _timed(limits.LocalLimiter.take, "limits")
+
+
+async def _http(scope, receive, send):
+    _marks.clear()
+    _mark("arrived")
+
+    async def sending(message):
+        if message["type"] == "http.response.start":
+            _mark("response_start")
+        body = message.get("body", b"")
+        first_content = (
+            message["type"] == "http.response.body" and b'"content":"' in body and b'"content":""' not in body
+        )
+        if first_content:
+            _mark("first_content")
+        await send(message)
+        if first_content:
+            _mark("first_content_sent")
+
+    try:
+        await aisaas_application(scope, receive, sending)
+    finally:
+        _write()
+
+
+async def _websocket(scope, receive, send):
+    async def receiving():
+        message = await receive()
+        if message["type"] == "websocket.receive" and '"type": "message"' in (message.get("text") or ""):
+            _marks.clear()
+            _mark("arrived")
+        return message
+
+    async def sending(message):
+        text = message.get("text") or ""
+        delta = message["type"] == "websocket.send" and text.startswith('{"type": "delta"')
+        if delta:
+            _mark("first_content")
+        await send(message)
+        if delta:
+            _mark("first_content_sent")
+        if text.startswith('{"type": "end"'):
+            _write()
+
+    await aisaas_application(scope, receiving, sending)
+
+
+async def application(scope, receive, send):
+    if scope["type"] == "websocket":
+        await _websocket(scope, receive, send)
+    elif scope["type"] == "http" and scope["path"] == "/v1/chat/completions":
+        await _http(scope, receive, send)
+    else:
+        await aisaas_application(scope, receive, send)
