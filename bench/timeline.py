@@ -161,6 +161,9 @@ def main():
         spans = [(row[end] - row[start]) * 1000 for row in rows if start in row and end in row]
         if spans:
             print(f"  {label:<64} {p50(spans):8.2f} ms")
+    loop_cpu = [row["loop_during_hop_cpu_ms"] for row in rows if "loop_during_hop_cpu_ms" in row]
+    if loop_cpu:
+        print(f"  {'event loop CPU while the gate thread ran':<64} {p50(loop_cpu):8.2f} ms")
     for step in STEPS:
         if any(f"{step}_ms" in row for row in rows):
             wall = p50([row[f"{step}_ms"] for row in rows if f"{step}_ms" in row])

@@ -51,10 +51,13 @@ def _traced_db_hop(func):
 
     async def traced(*args, **kwargs):
         _mark("hop_called")
+        loop_cpu = time.thread_time()
         try:
             return await hop(*args, **kwargs)
         finally:
             _mark("hop_back")
+            # What the event loop's thread ran meanwhile (moderation, frames): it competes for the GIL.
+            _marks.setdefault("loop_during_hop_cpu_ms", (time.thread_time() - loop_cpu) * 1000)
 
     return traced
 
