@@ -161,6 +161,12 @@ def main():
         spans = [(row[end] - row[start]) * 1000 for row in rows if start in row and end in row]
         if spans:
             print(f"  {label:<64} {p50(spans):8.2f} ms")
+    collections = [row.get("gc_collections", 0) for row in rows]
+    gc_ms = [row.get("gc_ms", 0.0) for row in rows]
+    print(
+        f"  {'garbage collections per request (p50 count, time)':<64} {p50(collections):8.0f}    "
+        f"{p50(gc_ms):.2f} ms (max {max(gc_ms):.2f} ms)"
+    )
     loop_cpu = [row["loop_during_hop_cpu_ms"] for row in rows if "loop_during_hop_cpu_ms" in row]
     if loop_cpu:
         print(f"  {'event loop CPU while the gate thread ran':<64} {p50(loop_cpu):8.2f} ms")

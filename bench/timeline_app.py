@@ -7,6 +7,7 @@ named by TIMELINE_LOG: `time.monotonic()` stamps (one clock for every process on
 wrapped steps, their wall and CPU time (`time.thread_time`, in whichever thread they ran).
 """
 
+import gc
 import json
 import os
 import time
@@ -70,6 +71,20 @@ async def _traced_moderation(text: str):
         _mark("moderation_end")
 
 
+_gc_started = 0.0
+
+
+def _gc_timed(phase: str, info: dict) -> None:
+    """Garbage collections during a request (any thread): how many, and their time in all."""
+    global _gc_started
+    if phase == "start":
+        _gc_started = time.perf_counter()
+    elif "arrived" in _marks:
+        _marks["gc_ms"] = _marks.get("gc_ms", 0.0) + (time.perf_counter() - _gc_started) * 1000
+        _marks["gc_collections"] = _marks.get("gc_collections", 0) + 1
+
+
+gc.callbacks.append(_gc_timed)
 _in_db_thread, _moderation_categories = gate.in_db_thread, gate.moderation_categories
 gate.in_db_thread, gate.moderation_categories = _traced_db_hop, _traced_moderation
 gate._gate_row = _timed(gate._gate_row, "gate_read")
