@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import bench_environment  # noqa: E402
-from bench.ttft import prepare_database  # noqa: E402
+from bench.ttft import direct_stream, prepare_database, socket_stream  # noqa: E402
 from tests.servers import start_daphne, start_devllm  # noqa: E402
 
 # (label, from, to): the stages of one request, between the marks bench/timeline_app.py records.
@@ -43,35 +43,6 @@ STAGES = [
 STEPS = ["gate_thread", "gate_read", "limits", "reservation"]
 
 
-async def api_request(client, prompt: str) -> tuple[float, float]:
-    sent = time.monotonic()
-    stream = await client.chat.completions.create(
-        model="demo-mini",
-        messages=[{"role": "user", "content": prompt}],
-        stream=True,
-        stream_options={"include_usage": True},
-    )
-    first = None
-    async for chunk in stream:
-        if first is None and chunk.choices and chunk.choices[0].delta.content:
-            first = time.monotonic()
-    return sent, first
-
-
-async def socket_request(socket, prompt: str) -> tuple[float, float]:
-    sent = time.monotonic()
-    await socket.send(json.dumps({"type": "message", "conversation": None, "content": prompt}))
-    first = None
-    while True:
-        frame = json.loads(await socket.recv())
-        if frame["type"] == "delta" and first is None:
-            first = time.monotonic()
-        elif frame["type"] == "end":
-            return sent, first
-        elif frame["type"] == "error":
-            raise RuntimeError(frame["code"])
-
-
 async def measure(args, web, devllm, cookie: str, key: str) -> tuple[list[float], list[tuple[float, float]]]:
     import openai
     import websockets
@@ -81,7 +52,7 @@ async def measure(args, web, devllm, cookie: str, key: str) -> tuple[list[float]
         ours_client = openai.AsyncOpenAI(base_url=f"{web.url}/v1", api_key=key, max_retries=0)
 
         async def ours(prompt):
-            return await api_request(ours_client, prompt)
+            return await direct_stream(ours_client, "demo-mini", prompt)
     else:
         socket = await websockets.connect(
             f"ws://127.0.0.1:{web.port}/ws/chat/",
@@ -91,11 +62,11 @@ async def measure(args, web, devllm, cookie: str, key: str) -> tuple[list[float]
         )
 
         async def ours(prompt):
-            return await socket_request(socket, prompt)
+            return await socket_stream(socket, prompt)
 
     run = f"{time.time():.0f}"
     for number in range(5):  # warm up both paths; these requests are not counted
-        await api_request(direct, f"warm up {run} {number}")
+        await direct_stream(direct, "demo-mini", f"warm up {run} {number}")
         await ours(f"warm up {run} {number}")
     await asyncio.sleep(0.2)
     Path(os.environ["TIMELINE_LOG"]).write_text("")
@@ -105,10 +76,11 @@ async def measure(args, web, devllm, cookie: str, key: str) -> tuple[list[float]
         # The bench's random pauses (the same on both paths); at least 50 ms, so each request's line is
         # written before the next request starts.
         await asyncio.sleep(rng.uniform(0.05, 1))
-        sent, first = await api_request(direct, f"Question {run} {number}")
-        direct_ttft.append(first - sent)
+        started, arrivals, _ = await direct_stream(direct, "demo-mini", f"Question {run} {number}")
+        direct_ttft.append(arrivals[0] - started)
         await asyncio.sleep(rng.uniform(0.05, 1))
-        ours_times.append(await ours(f"Question {run} {number}"))
+        started, arrivals, _ = await ours(f"Question {run} {number}")
+        ours_times.append((started, arrivals[0]))
     if args.path == "websocket":
         await socket.close()
     await asyncio.sleep(0.2)

@@ -42,19 +42,14 @@ UNSUPPORTED = {
 class AuthenticationFailed(ApplicationError):
     code = "invalid_api_key"
     http_status = 401
-
-
-def _authentication_failed() -> AuthenticationFailed:
-    return AuthenticationFailed(
-        "Invalid API key: create one on the API keys page and send it as 'Authorization: Bearer <key>'."
-    )
+    default_message = "Invalid API key: create one on the API keys page and send it as 'Authorization: Bearer <key>'."
 
 
 def api_key_of(token: str):
     """The active API key `token` stands for, or AuthenticationFailed."""
     key = api_key_authenticate(token)
     if key is None:
-        raise _authentication_failed()
+        raise AuthenticationFailed()
     return key
 
 
@@ -153,7 +148,7 @@ def completion_admit(*, token: str, request: CompletionRequest) -> usage.Admissi
     gate: one database thread hop for all of it, the key found by the gate's own query."""
     found = usage.gate_state_for_api_key(key_hash=api_key_hash(token)) if api_key_plausible(token) else None
     if found is None:
-        raise _authentication_failed()
+        raise AuthenticationFailed()
     holder, state = found
     api_key_used(key_id=holder.api_key_id, last_used_at=holder.api_key_last_used_at)
     user = holder.user

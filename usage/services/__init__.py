@@ -34,7 +34,6 @@ from usage.services.gate import (
     gate_state,
     gate_state_for_api_key,
     moderate_or_release,
-    moderation_check,
 )
 from usage.services.periods import (
     calendar_month,
@@ -69,7 +68,6 @@ __all__ = [
     "gate_state_for_api_key",
     "limits_settle",
     "moderate_or_release",
-    "moderation_check",
     "plan_change",
     "plan_change_by_staff",
     "quota_period_current",
