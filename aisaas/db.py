@@ -1,6 +1,5 @@
 """Database access from async code."""
 
-import contextlib
 import functools
 from datetime import UTC, datetime
 
@@ -31,19 +30,6 @@ def in_db_thread(func):
             close_old_connections()
 
     return sync_to_async(run, thread_sensitive=False)
-
-
-@contextlib.contextmanager
-def statement_batch():
-    """Send the statements executed inside to the database together: one round trip on PostgreSQL
-    (psycopg's pipeline mode; results can be fetched after the block), one by one elsewhere. None of them
-    may depend on another's result in Python."""
-    if connection.vendor != "postgresql":
-        yield
-        return
-    connection.ensure_connection()
-    with connection.connection.pipeline():
-        yield
 
 
 def transaction_lock(name: str) -> None:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
-from django.db import transaction
 
 from aisaas.errors import ApplicationError, InvalidInput, NotFound
 from aisaas.users.services import api_key_authenticate, api_key_hash, api_key_plausible, api_key_used
@@ -291,18 +290,16 @@ class OpenCompletion:
 def completion_settle(*, admission, stream, text: str, status: str, prompt_tokens: int, completion_tokens: int):
     """The API's settlement: the usage record, quota, spend and rollups (no conversation is kept), then the
     rate limiter's unused tokens back and a complete answer into the prompt cache."""
-    cached = isinstance(stream, CachedStream)
-    with transaction.atomic():
-        settlement = usage.usage_settle(
-            admission=admission,
-            conversation_id=None,
-            message_id=None,
-            model=stream.model,
-            status=status,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            cached=cached,
-        )
+    settlement = usage.usage_settle(
+        admission=admission,
+        conversation_id=None,
+        message_id=None,
+        model=stream.model,
+        status=status,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cached=isinstance(stream, CachedStream),
+    )
     after_settlement(
         admission=admission, settlement=settlement, stream=stream, text=text, complete=status == "complete"
     )

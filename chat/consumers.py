@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from aisaas.errors import ApplicationError, Conflict
@@ -24,6 +25,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
     stream_task: asyncio.Task | None = None
     stop_requested: asyncio.Event | None = None
     closed = False
+
+    async def dispatch(self, message):
+        """channels' dispatch without its `aclose_old_connections()` before every message: that is a hop to the
+        process's one thread-sensitive thread, so every frame of every socket queued behind the others there
+        before its handler ran (docs/performance.md). This consumer does no database work of its own: its
+        services run each call through aisaas.db.in_db_thread, which closes stale connections inside it."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self):
         await self.accept()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from aisaas.db import in_db_thread
@@ -282,7 +282,15 @@ def reply_open(plan: TurnPlan) -> OpenReply:
     return OpenReply(plan=plan, stream=stream, saving=saving)
 
 
-def turn_finish(
+_TURN_FINISH_SQL = """
+    UPDATE chat_message
+    SET content = %s, status = %s, model = %s, prompt_tokens = %s, completion_tokens = %s, error_code = %s,
+        finished_at = %s, time_to_first_token_ms = %s, duration_ms = %s
+    WHERE id = %s AND status = 'streaming'
+"""
+
+
+def turn_finish_statement(
     *,
     message_id: int,
     content: str,
@@ -293,19 +301,28 @@ def turn_finish(
     error_code: str,
     time_to_first_token_ms: int | None,
     duration_ms: int,
-) -> None:
-    """Settle a reply: one conditional UPDATE, so a reply is finished once even if asked twice."""
-    Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
-        content=content,
-        status=status,
-        model=model,
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        error_code=error_code,
-        finished_at=timezone.now(),
-        time_to_first_token_ms=time_to_first_token_ms,
-        duration_ms=duration_ms,
-    )
+) -> tuple[str, list]:
+    """The statement that settles a reply: one conditional UPDATE, so a reply is finished once even if asked
+    twice. As SQL, so that the settlement can commit it with the usage in one statement (usage_settle)."""
+    finished_at = connection.ops.adapt_datetimefield_value(timezone.now())
+    return _TURN_FINISH_SQL, [
+        content,
+        status,
+        model,
+        prompt_tokens,
+        completion_tokens,
+        error_code,
+        finished_at,
+        time_to_first_token_ms,
+        duration_ms,
+        message_id,
+    ]
+
+
+def turn_finish(**reply) -> None:
+    """Settle a reply on its own (turn_finish_statement's arguments), without accounting for it."""
+    with connection.cursor() as cursor:
+        cursor.execute(*turn_finish_statement(**reply))
 
 
 async def reply_stream(
@@ -434,30 +451,30 @@ def reply_settle(
     """Save the answer and account for the call in one transaction (I2); then give the rate limiter back
     what was held but not used, and keep a complete answer in the prompt cache. Returns the quota meter."""
     admission = plan.admission
-    cached = isinstance(stream, CachedStream)
-    with transaction.atomic():
-        if turn is not None:
-            turn_finish(
-                message_id=turn.message_id,
-                content=content,
-                status=outcome.status,
-                model=outcome.model,
-                prompt_tokens=outcome.prompt_tokens,
-                completion_tokens=outcome.completion_tokens,
-                error_code=outcome.error_code,
-                time_to_first_token_ms=time_to_first_token_ms,
-                duration_ms=duration_ms,
-            )
-        settlement = usage.usage_settle(
-            admission=admission,
-            conversation_id=turn.conversation_id if turn else None,
-            message_id=turn.message_id if turn else None,
-            model=outcome.model,
+    finish = None
+    if turn is not None:
+        finish = turn_finish_statement(
+            message_id=turn.message_id,
+            content=content,
             status=outcome.status,
+            model=outcome.model,
             prompt_tokens=outcome.prompt_tokens,
             completion_tokens=outcome.completion_tokens,
-            cached=cached,
+            error_code=outcome.error_code,
+            time_to_first_token_ms=time_to_first_token_ms,
+            duration_ms=duration_ms,
         )
+    settlement = usage.usage_settle(
+        admission=admission,
+        conversation_id=turn.conversation_id if turn else None,
+        message_id=turn.message_id if turn else None,
+        model=outcome.model,
+        status=outcome.status,
+        prompt_tokens=outcome.prompt_tokens,
+        completion_tokens=outcome.completion_tokens,
+        cached=isinstance(stream, CachedStream),
+        together_with=finish,
+    )
     after_settlement(
         admission=admission,
         settlement=settlement,

@@ -18,6 +18,7 @@ import logging
 import math
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 
 from django.core.cache import caches
@@ -186,16 +187,21 @@ class LocalLimiter:
 
 
 _local = LocalLimiter()
+# One RedisLimiter per cache object (a thread's django-redis client, renewed when the settings change): its
+# scripts are registered once, not before every request.
+_redis_limiters: "weakref.WeakKeyDictionary[RedisCache, RedisLimiter]" = weakref.WeakKeyDictionary()
 
 
 def limiter() -> RedisLimiter | LocalLimiter:
     cache = caches[LIMITS_ALIAS]
-    if isinstance(cache, RedisCache):
+    if not isinstance(cache, RedisCache):
+        return _local
+    if cache not in _redis_limiters:
         try:
-            return RedisLimiter(cache)
+            _redis_limiters[cache] = RedisLimiter(cache)
         except RedisError as error:
             raise LimitsUnavailable(str(error)) from error
-    return _local
+    return _redis_limiters[cache]
 
 
 def store_shared_with(cache) -> bool:

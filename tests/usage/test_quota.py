@@ -5,6 +5,8 @@ from decimal import Decimal
 
 import pytest
 from django.core import mail
+from django.db import IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from aisaas.errors import ServiceUnavailable
@@ -294,3 +296,70 @@ def test_the_same_call_settled_concurrently_is_accounted_once(put_on_plan):
     period = current_period(user)
     assert (period.used, period.reserved) == (15, 0)
     assert SpendDay.objects.get().requests == 1
+
+
+@pytest.mark.django_db
+def test_an_answer_is_finished_only_together_with_its_accounting(user, put_on_plan):
+    """The answer's UPDATE rides with the settlement (together_with): if the accounting cannot be written,
+    the answer stays unfinished too, so a retry settles both."""
+    from chat.services import turn_finish_statement
+    from tests.factories import MessageFactory
+
+    admission = admit(user, put_on_plan(user))
+    reply = MessageFactory(conversation__user=user, role="assistant", status="streaming", content="")
+    finish = turn_finish_statement(
+        message_id=reply.pk,
+        content="The answer.",
+        status="complete",
+        model="demo-mini",
+        prompt_tokens=10,
+        completion_tokens=5,
+        error_code="",
+        time_to_first_token_ms=100,
+        duration_ms=500,
+    )
+
+    # A token count no record may hold (a CHECK constraint); the savepoint lets the test go on afterwards.
+    with pytest.raises(IntegrityError), transaction.atomic():
+        services.usage_settle(
+            admission=admission,
+            conversation_id=reply.conversation_id,
+            message_id=reply.pk,
+            model="demo-mini",
+            status="complete",
+            prompt_tokens=-1,
+            completion_tokens=5,
+            together_with=finish,
+        )
+    reply.refresh_from_db()
+    assert (reply.status, reply.content) == ("streaming", "")
+    assert not UsageRecord.objects.exists()
+
+    settlement = services.usage_settle(
+        admission=admission,
+        conversation_id=reply.conversation_id,
+        message_id=reply.pk,
+        model="demo-mini",
+        status="complete",
+        prompt_tokens=10,
+        completion_tokens=5,
+        together_with=finish,
+    )
+    reply.refresh_from_db()
+    assert settlement.recorded
+    assert (reply.status, reply.content, reply.completion_tokens) == ("complete", "The answer.", 5)
+    assert UsageRecord.objects.get().message_id == reply.pk
+
+
+@pytest.mark.django_db
+def test_on_postgresql_a_settlement_is_one_statement(user, put_on_plan):
+    """One round trip and one commit for the answer and all its accounting (docs/performance.md)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only (SQLite runs the same statements one by one); CI runs it")
+    admission = admit(user, put_on_plan(user))
+
+    with CaptureQueriesContext(connection) as queries:
+        settlement = settle(admission, 10, 5)
+
+    assert settlement.recorded and len(queries) == 1
+    assert (current_period(user).used, SpendDay.objects.get().requests) == (15, 1)

@@ -8,7 +8,6 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from aisaas.db import statement_batch
 from chat.llm import model_catalogue
 from usage import limits, prompt_cache
 from usage.models import QuotaPeriod, SpendDay
@@ -33,10 +32,12 @@ class Settlement:
     meter: dict  # the user's period afterwards, as usage.selectors.quota_meter shows it
 
 
-# The statements of a settlement go to the database as one batch (one round trip on PostgreSQL), so
-# none may depend on another's result in Python. Exactly-once therefore lives in the SQL: the record is
-# inserted unless its request id exists (the unique index makes a concurrent duplicate wait, then skip), and
-# the quota and spend change only if the record of *this attempt* (its created_at) is there.
+# Exactly-once lives in the SQL: the record is inserted unless its request id exists (the unique index makes a
+# concurrent duplicate wait, then skip), and the spend, the rollup and the quota change only if *this attempt*
+# inserted the record ({recorded}). On PostgreSQL all of it, and the caller's own statement (the answer's
+# UPDATE), is one statement of data-modifying CTEs: one round trip and one commit, where a transaction of
+# separate statements cost four round trips (docs/performance.md). A single statement is atomic on its own.
+# Elsewhere (SQLite) the same statements run one by one in a transaction.
 _RECORD_INSERT_SQL = """
     INSERT INTO usage_usagerecord (user_id, period_id, api_key_id, conversation_id, message_id, request_id, source,
         model, status, prompt_tokens, completion_tokens, billable_tokens, cost, cached, latency_ms, created_at)
@@ -47,7 +48,7 @@ _SPEND_ADD_SQL = """
     INSERT INTO usage_spendday (day, model, shard, cost, requests, cached_requests, prompt_tokens, completion_tokens,
         billable_tokens)
     SELECT %s, %s, %s, %s, 1, %s, %s, %s, %s
-    WHERE EXISTS (SELECT 1 FROM usage_usagerecord WHERE request_id = %s AND created_at = %s)
+    WHERE {recorded}
     ON CONFLICT (day, model, shard) DO UPDATE
     SET cost = usage_spendday.cost + EXCLUDED.cost,
         requests = usage_spendday.requests + 1,
@@ -61,7 +62,7 @@ _DAILY_ADD_SQL = """
     INSERT INTO usage_usagedaily (user_id, day, model, requests, cached_requests, prompt_tokens, completion_tokens,
         billable_tokens, cost)
     SELECT %s, %s, %s, 1, %s, %s, %s, %s, %s
-    WHERE EXISTS (SELECT 1 FROM usage_usagerecord WHERE request_id = %s AND created_at = %s)
+    WHERE {recorded}
     ON CONFLICT (user_id, day, model) DO UPDATE
     SET requests = usage_usagedaily.requests + 1,
         cached_requests = usage_usagedaily.cached_requests + EXCLUDED.cached_requests,
@@ -74,9 +75,13 @@ _DAILY_ADD_SQL = """
 _QUOTA_SETTLE_SQL = """
     UPDATE usage_quotaperiod
     SET used = used + %s, cost = cost + %s, reserved = CASE WHEN reserved > %s THEN reserved - %s ELSE 0 END
-    WHERE id = %s AND EXISTS (SELECT 1 FROM usage_usagerecord WHERE request_id = %s AND created_at = %s)
+    WHERE id = %s AND {recorded}
     RETURNING allowance, used, reserved
 """
+# Whether this attempt inserted the record: in one statement, the record CTE's output (its siblings cannot see
+# its row in the table: they share one snapshot); statement by statement, the row with this attempt's time.
+_RECORDED_BY_CTE = "EXISTS (SELECT 1 FROM recorded)"
+_RECORDED_IN_TABLE = "EXISTS (SELECT 1 FROM usage_usagerecord WHERE request_id = %s AND created_at = %s)"
 
 
 def usage_settle(
@@ -89,11 +94,13 @@ def usage_settle(
     prompt_tokens: int,
     completion_tokens: int,
     cached: bool = False,
+    together_with: tuple[str, list] | None = None,
 ) -> Settlement:
     """Account for one provider call (or cache hit) exactly once (I2): the usage record, the period's quota
-    moved from reserved to used at the actual amount, the day's spend and the analytics rollup. Run it inside
-    the transaction that saves the answer, so both or neither are written. Plain SQL, batched: it runs after
-    every message."""
+    moved from reserved to used at the actual amount, the day's spend and the analytics rollup, all or none.
+    `together_with`: a statement of the caller's (SQL, params) committed with them, all or none (the answer's
+    UPDATE: chat.services.turn_finish_statement). Plain SQL, one statement on PostgreSQL: it runs after every
+    message."""
     if cached:
         cost = Decimal(0)  # nothing was paid to the provider
         billable = prompt_tokens + completion_tokens if settings.PROMPT_CACHE_HIT_CHARGE == "full" else 0
@@ -104,43 +111,50 @@ def usage_settle(
     request_id, created_at = admission.request_id, ops.adapt_datetimefield_value(now)
     cost_value = ops.adapt_decimalfield_value(cost, 20, 10)
     reserved_tokens = admission.reserved_tokens
-    # savepoint=False: inside the answer's transaction this adds no SAVEPOINT round trips; on its own it is
-    # still one transaction.
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        with statement_batch():
+    day = ops.adapt_datefield_value(now.date())
+    tallies = [1 if cached else 0, prompt_tokens, completion_tokens, billable]
+    record = [
+        admission.user_id,
+        admission.period_id,
+        admission.api_key_id,
+        conversation_id,
+        message_id,
+        request_id,
+        admission.source,
+        model,
+        status,
+        prompt_tokens,
+        completion_tokens,
+        billable,
+        cost_value,
+        cached,
+        round((time.monotonic() - admission.admitted_at) * 1000),
+        created_at,
+    ]
+    spend = [day, model, admission.user_id % SpendDay.SHARDS, cost_value, *tallies]
+    daily = [admission.user_id, day, model, *tallies, cost_value]
+    quota = [billable, cost_value, reserved_tokens, reserved_tokens, admission.period_id]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            together = f"together AS ({together_with[0]}), " if together_with else ""
             cursor.execute(
-                _RECORD_INSERT_SQL,
-                [
-                    admission.user_id,
-                    admission.period_id,
-                    admission.api_key_id,
-                    conversation_id,
-                    message_id,
-                    request_id,
-                    admission.source,
-                    model,
-                    status,
-                    prompt_tokens,
-                    completion_tokens,
-                    billable,
-                    cost_value,
-                    cached,
-                    round((time.monotonic() - admission.admitted_at) * 1000),
-                    created_at,
-                ],
+                f"WITH recorded AS ({_RECORD_INSERT_SQL} RETURNING 1), {together}"
+                f"spend AS ({_SPEND_ADD_SQL.format(recorded=_RECORDED_BY_CTE)}), "
+                f"daily AS ({_DAILY_ADD_SQL.format(recorded=_RECORDED_BY_CTE)}) "
+                f"{_QUOTA_SETTLE_SQL.format(recorded=_RECORDED_BY_CTE)}",
+                [*record, *(together_with[1] if together_with else ()), *spend, *daily, *quota],
             )
-            shard = admission.user_id % SpendDay.SHARDS
-            day = ops.adapt_datefield_value(now.date())
-            tallies = [1 if cached else 0, prompt_tokens, completion_tokens, billable]
-            cursor.execute(_SPEND_ADD_SQL, [day, model, shard, cost_value, *tallies, request_id, created_at])
-            cursor.execute(
-                _DAILY_ADD_SQL, [admission.user_id, day, model, *tallies, cost_value, request_id, created_at]
-            )
-            cursor.execute(
-                _QUOTA_SETTLE_SQL,
-                [billable, cost_value, reserved_tokens, reserved_tokens, admission.period_id, request_id, created_at],
-            )
-        row = cursor.fetchone()  # the quota row, if this attempt recorded the call
+            row = cursor.fetchone()  # the quota row, if this attempt recorded the call
+        else:
+            recorded = [request_id, created_at]
+            with transaction.atomic(savepoint=False):
+                if together_with:
+                    cursor.execute(*together_with)
+                cursor.execute(_RECORD_INSERT_SQL, record)
+                cursor.execute(_SPEND_ADD_SQL.format(recorded=_RECORDED_IN_TABLE), [*spend, *recorded])
+                cursor.execute(_DAILY_ADD_SQL.format(recorded=_RECORDED_IN_TABLE), [*daily, *recorded])
+                cursor.execute(_QUOTA_SETTLE_SQL.format(recorded=_RECORDED_IN_TABLE), [*quota, *recorded])
+                row = cursor.fetchone()  # before the commit: SQLite commits no statement still returning rows
     if row is None:  # settled before (a retry): report the period as it is
         period = QuotaPeriod.objects.get(pk=admission.period_id)
     else:
