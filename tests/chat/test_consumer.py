@@ -1,6 +1,7 @@
 """The chat consumer through the real ASGI stack, streaming from the dev LLM over HTTP."""
 
 import asyncio
+import time
 
 import pytest
 
@@ -280,3 +281,17 @@ async def test_a_conversation_deleted_while_the_reply_starts_ends_in_a_clean_err
     outcome = await services.reply_stream(reply, on_text=collect, on_saved=collect, stop=asyncio.Event())
     assert (outcome.status, outcome.error_code, outcome.message_id) == ("error", "not_found", None)
     assert await database_sync_to_async(Message.objects.count)() == 0
+
+
+async def test_a_frame_is_handled_while_the_thread_sensitive_thread_is_busy(chat_socket):
+    """Frames do not queue behind the process's one thread-sensitive thread (channels' dispatch hops there
+    before every handler; this consumer does not): a ping is answered while something else holds it."""
+    from asgiref.sync import sync_to_async
+
+    busy = asyncio.ensure_future(sync_to_async(time.sleep, thread_sensitive=True)(1.5))
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    await chat_socket.send({"type": "ping"})
+    assert await chat_socket.receive(timeout=1) == {"type": "pong"}
+    assert time.monotonic() - started < 0.5 and not busy.done()
+    await busy
