@@ -3,8 +3,6 @@
 import asyncio
 from collections.abc import AsyncIterable, Awaitable, Callable
 
-_END = object()
-
 
 async def relay_text(
     source: AsyncIterable[str],
@@ -19,51 +17,64 @@ async def relay_text(
     within `window_seconds` of the last delivery are joined into one call, which keeps websocket frames and
     browser re-renders to a few dozen a second however fast the provider streams. Text already received is
     always delivered, also when the source fails or stop is set; a source error is raised after that.
+
+    One reader task drains the source into a list and one watcher waits for `stop`; both only wake the relay,
+    which then delivers what has gathered. A piece costs an append, not a task and a wait of its own (that
+    was most of the relay's CPU at 50 streams; docs/performance.md).
     """
     loop = asyncio.get_running_loop()
-    iterator = aiter(source)
     pending: list[str] = []
-    last_delivery = -window_seconds
-    flush_at: float | None = None
-    next_piece = asyncio.ensure_future(anext(iterator, _END))
-    stop_requested = asyncio.ensure_future(stop.wait())
+    wake = asyncio.Event()
+    ended = False
+    failure: BaseException | None = None
 
-    async def flush():
-        nonlocal last_delivery, flush_at
+    async def read() -> None:
+        nonlocal ended, failure
+        try:
+            async for piece in source:
+                pending.append(piece)
+                wake.set()
+        except Exception as error:  # raised to the caller once the text before it is delivered
+            failure = error
+        finally:
+            ended = True
+            wake.set()
+
+    async def watch_stop() -> None:
+        await stop.wait()
+        wake.set()
+
+    async def flush() -> None:
         if pending:
             text = "".join(pending)
             pending.clear()
             await deliver(text)
-        last_delivery, flush_at = loop.time(), None
 
+    reader, watcher = asyncio.ensure_future(read()), asyncio.ensure_future(watch_stop())
+    next_delivery = loop.time()  # the first piece goes out as soon as it arrives
     try:
         while True:
-            timeout = None if flush_at is None else max(0.0, flush_at - loop.time())
-            done, _ = await asyncio.wait(
-                {next_piece, stop_requested}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            if stop_requested in done:
+            await wake.wait()
+            wake.clear()
+            if stop.is_set():
                 await flush()
                 return True
-            if next_piece not in done:  # the coalescing window closed
-                await flush()
+            if pending and not ended and (hold := next_delivery - loop.time()) > 0:
+                # Within the window: let more pieces gather; a stop or the end cuts the wait short.
+                try:
+                    await asyncio.wait_for(wake.wait(), hold)
+                except TimeoutError:
+                    pass
+                wake.set()  # look again at once: a stop, the end, or the window closed
                 continue
-            try:
-                piece = next_piece.result()
-            except BaseException:
+            if pending:
                 await flush()
-                raise
-            if piece is _END:
-                await flush()
+                next_delivery = loop.time() + window_seconds
+            if ended:
+                if failure is not None:
+                    raise failure
                 return False
-            pending.append(piece)
-            next_piece = asyncio.ensure_future(anext(iterator, _END))
-            if loop.time() - last_delivery >= window_seconds:
-                await flush()
-            elif flush_at is None:
-                flush_at = last_delivery + window_seconds
     finally:
-        for waiter in (next_piece, stop_requested):
-            if not waiter.done():
-                waiter.cancel()
-        await asyncio.gather(next_piece, stop_requested, return_exceptions=True)
+        for task in (reader, watcher):
+            task.cancel()
+        await asyncio.gather(reader, watcher, return_exceptions=True)

@@ -136,3 +136,30 @@ def test_model_specs_are_parsed_with_decimal_prices(settings):
 def test_bad_model_specs_are_refused(spec):
     with pytest.raises(ModelConfigError):
         parse_model_spec(spec)
+
+
+async def test_the_event_stream_is_read_across_any_split_of_its_bytes():
+    """Chunks cut anywhere (inside a line, inside a UTF-8 character), CRLF or LF line ends, comments, and a
+    last line without its newline: the same events, stopping at [DONE]."""
+    from chat.llm import _sse_chunks
+
+    events = [{"choices": [{"delta": {"content": text}}]} for text in ("Grüße ", "🙂", "done")]
+    body = (
+        b": a comment\r\n\r\n"
+        + b"".join(f"data: {json.dumps(event, ensure_ascii=False)}\r\n\r\n".encode() for event in events[:2])
+        + f"data:{json.dumps(events[2])}\n\ndata: [DONE]".encode()
+        + b"\n\ndata: {not json, never read}\n\n"
+    )
+
+    class Response:
+        request = None
+
+        def __init__(self, size):
+            self.size = size
+
+        async def aiter_bytes(self):
+            for start in range(0, len(body), self.size):
+                yield body[start : start + self.size]
+
+    for size in (1, 3, 7, len(body)):
+        assert [chunk async for chunk in _sse_chunks(Response(size))] == events

@@ -44,7 +44,8 @@ async def test_slow_pieces_each_go_out_alone():
 async def test_buffered_text_is_flushed_when_the_window_closes_even_if_the_source_pauses():
     async def bursty():
         yield "a"
-        yield "b"  # joined with nothing: arrives within the window after "a" went out
+        await asyncio.sleep(0.01)
+        yield "b"  # arrives within the window after "a" went out: held until the window closes
         await asyncio.sleep(0.3)
         yield "c"
 
@@ -58,6 +59,7 @@ async def test_buffered_text_is_flushed_when_the_window_closes_even_if_the_sourc
     await relay_text(bursty(), deliver=deliver, stop=asyncio.Event(), window_seconds=0.05)
     assert [text for text, _ in times] == ["a", "b", "c"]
     assert times[1][1] - start < 0.2  # "b" did not wait for "c"
+    assert times[1][1] - times[0][1] >= 0.04  # nor went out before the window closed
 
 
 async def test_stop_ends_the_relay_and_keeps_what_was_received():
@@ -97,3 +99,12 @@ async def test_text_before_a_failure_is_delivered_then_the_error_raised():
             window_seconds=1,
         )
     assert "".join(delivered) == "abc"
+
+
+async def test_pieces_that_arrive_together_go_out_together():
+    async def burst():
+        for piece in ("a", "b", "c"):
+            yield piece  # no pause: all three are there when the relay first looks
+
+    delivered, stopped = await run(burst(), window=0.05)
+    assert (delivered, stopped) == (["abc"], False)
