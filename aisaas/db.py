@@ -1,10 +1,15 @@
 """Database access from async code."""
 
+import asyncio
+import contextlib
 import functools
+import select
+import weakref
 from datetime import UTC, datetime
 
+import psycopg
 from asgiref.sync import sync_to_async
-from django.db import close_old_connections, connection
+from django.db import DEFAULT_DB_ALIAS, close_old_connections, connection, connections
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -46,3 +51,89 @@ def db_datetime(value) -> datetime:
     if isinstance(value, datetime):
         return value if timezone.is_aware(value) else value.replace(tzinfo=UTC)
     return parse_datetime(value).replace(tzinfo=UTC)
+
+
+# The usage gate runs before every paid call, and on PostgreSQL it queries from the event loop itself rather
+# than through in_db_thread: a thread hop costs ~1 ms before the thread even runs, and the thread then waits
+# for the interpreter lock while the loop works on the moderation request sent alongside (docs/performance.md).
+# On the loop, the gate's waits for PostgreSQL and Redis overlap that work instead.
+LoopDatabaseError = psycopg.Error
+
+_loop_connections: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list]" = weakref.WeakKeyDictionary()
+
+
+def loop_queries_supported() -> bool:
+    """Whether the database can be queried from the event loop (loop_fetchone, loop_execute): PostgreSQL."""
+    return connections[DEFAULT_DB_ALIAS].vendor == "postgresql"
+
+
+def _idle_and_open(pg) -> bool:
+    """An idle connection has nothing to read: if it has, the server closed it (a restart, a failover)."""
+    return not (pg.closed or pg.broken or select.select([pg.fileno()], [], [], 0)[0])
+
+
+@contextlib.asynccontextmanager
+async def _loop_connection(*, fresh: bool):
+    """One of this event loop's own PostgreSQL connections (autocommit, Django's connection settings), given
+    back for the next query when this one went well and closed when it did not. Yields it and whether it
+    was used before."""
+    idle = _loop_connections.setdefault(asyncio.get_running_loop(), [])
+    pg = None
+    while idle and pg is None and not fresh:
+        candidate = idle.pop()
+        if _idle_and_open(candidate):
+            pg = candidate
+        else:
+            await candidate.close()
+    reused = pg is not None
+    if pg is None:
+        params = connections[DEFAULT_DB_ALIAS].get_connection_params()
+        params.pop("cursor_factory")  # Django's sync cursor; the async one binds parameters server-side too
+        pg = await psycopg.AsyncConnection.connect(**params, autocommit=True)
+    try:
+        yield pg, reused
+    except BaseException:
+        await pg.close()
+        raise
+    idle.append(pg)
+
+
+async def _on_loop(run):
+    """`run(connection)` on a loop connection. A reused connection the server has just closed (a restart, a
+    failover, faster than _idle_and_open can tell) fails before running anything: then once more on a new
+    one. A new connection that fails is an outage, raised."""
+    reused = False
+    for fresh in (False, True):
+        try:
+            async with _loop_connection(fresh=fresh) as (pg, reused):
+                return await run(pg)  # on an error the connection is closed, not given back
+        except psycopg.OperationalError:
+            if not reused:
+                raise
+    raise AssertionError("unreachable: the second attempt is on a new connection")
+
+
+async def loop_fetchone(sql: str, params: list) -> tuple | None:
+    """The first row of a query run from the event loop (PostgreSQL; raises LoopDatabaseError)."""
+
+    async def fetch(pg):
+        return await (await pg.execute(sql, params)).fetchone()
+
+    return await _on_loop(fetch)
+
+
+async def loop_execute(sql: str, params: list) -> int:
+    """Run one statement from the event loop (its own transaction); returns the rows it changed."""
+
+    async def execute(pg):
+        return (await pg.execute(sql, params)).rowcount
+
+    return await _on_loop(execute)
+
+
+def loop_connections_close() -> None:
+    """Close every event loop's idle connections, for code that runs many loops in one process (the tests):
+    a finished loop's connections would otherwise stay open until the garbage collector finds them."""
+    for idle in list(_loop_connections.values()):
+        while idle:
+            idle.pop().pgconn.finish()

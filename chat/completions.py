@@ -15,8 +15,15 @@ from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
 
+from aisaas.db import in_db_thread
 from aisaas.errors import ApplicationError, InvalidInput, NotFound
-from aisaas.users.services import api_key_authenticate, api_key_hash, api_key_plausible, api_key_used
+from aisaas.users.services import (
+    api_key_authenticate,
+    api_key_hash,
+    api_key_plausible,
+    api_key_use_unrecorded,
+    api_key_used,
+)
 from chat.llm import CachedStream, CompletionStream, ProviderError, model_catalogue
 from chat.services import after_settlement, answer_stream, last_question, models_for, settle_with_retries
 from usage import services as usage
@@ -146,25 +153,44 @@ def completion_admit(*, token: str, request: CompletionRequest) -> usage.Admissi
     """The key, then the model checked against the configured ones and the key owner's plan, then the usage
     gate: one database thread hop for all of it, the key found by the gate's own query."""
     found = usage.gate_state_for_api_key(key_hash=api_key_hash(token)) if api_key_plausible(token) else None
+    holder, state = _key_holder(found)
+    api_key_used(key_id=holder.api_key_id, last_used_at=holder.api_key_last_used_at)
+    return usage.gate_admit(**_gate_arguments(holder, state, request))
+
+
+async def completion_admit_on_loop(*, token: str, request: CompletionRequest) -> usage.Admission:
+    """completion_admit with the gate on the event loop (usage.gate_on_loop)."""
+    key_hash = api_key_hash(token)
+    found = await usage.gate_state_for_api_key_on_loop(key_hash=key_hash) if api_key_plausible(token) else None
+    holder, state = _key_holder(found)
+    if api_key_use_unrecorded(holder.api_key_last_used_at):  # once a minute at most
+        await in_db_thread(api_key_used)(key_id=holder.api_key_id, last_used_at=holder.api_key_last_used_at)
+    return await usage.gate_admit_on_loop(**_gate_arguments(holder, state, request))
+
+
+def _key_holder(found):
+    """The key's holder and gate state, or AuthenticationFailed."""
     if found is None:
         raise AuthenticationFailed()
-    holder, state = found
-    api_key_used(key_id=holder.api_key_id, last_used_at=holder.api_key_last_used_at)
-    user = holder.user
+    return found
+
+
+def _gate_arguments(holder, state: usage.GateState, request: CompletionRequest) -> dict:
+    """The requested model checked against the configured ones and the plan; the gate's arguments."""
     if model_catalogue().get(request.model) is None:
         raise NotFound(f"The model '{request.model}' does not exist.", code="model_not_found", param="model")
     if not state.plan.allows_model(request.model):
         raise ModelForbidden(f"Your plan does not include the model '{request.model}'.", param="model")
-    return usage.gate_admit(
-        user=user,
-        state=state,
-        model=request.model,
-        prompt=request.messages,
-        source="api",
-        cacheable=request.temperature is None,  # an explicit temperature asks for a fresh answer
-        max_tokens=request.max_tokens,
-        api_key_id=holder.api_key_id,
-    )
+    return {
+        "user": holder.user,
+        "state": state,
+        "model": request.model,
+        "prompt": request.messages,
+        "source": "api",
+        "cacheable": request.temperature is None,  # an explicit temperature asks for a fresh answer
+        "max_tokens": request.max_tokens,
+        "api_key_id": holder.api_key_id,
+    }
 
 
 def models_list(*, token: str) -> dict:
@@ -180,7 +206,9 @@ async def completion_open(*, token: str, request: CompletionRequest) -> "OpenCom
     """Through the key check, the gate and moderation of the last user message, then the provider request
     is sent (or the cached answer served). A refusal gives back everything the gate held."""
     admission = await usage.gate_and_moderate(
-        functools.partial(completion_admit, token=token, request=request),
+        functools.partial(completion_admit_on_loop, token=token, request=request)
+        if usage.gate_on_loop()
+        else functools.partial(in_db_thread(completion_admit), token=token, request=request),
         caller=api_key_hash(token),
         text=last_question(request.messages),
     )

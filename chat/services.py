@@ -141,16 +141,51 @@ def content_validate(content) -> str:
     return content
 
 
+def conversation_history(*, user, conversation_id: int | None) -> list[dict]:
+    """The messages of the user's conversation that go into the next prompt (none for a new one)."""
+    if conversation_id is None:
+        return []
+    conversation = conversation_get(user=user, conversation_id=conversation_id)
+    return history_for_prompt(conversation=conversation, limit=settings.CHAT_HISTORY_MESSAGES - 1)
+
+
 def turn_plan(*, user, conversation_id: int | None, content: str, model: str | None) -> TurnPlan:
     """Build the prompt for a new message (checked by content_validate) and pass the usage gate. Writes
     nothing of the conversation."""
     state = usage.gate_state(user=user)
     model = model_resolve(model, plan=state.plan)
-    history = []
-    if conversation_id is not None:
-        conversation = conversation_get(user=user, conversation_id=conversation_id)
-        history = history_for_prompt(conversation=conversation, limit=settings.CHAT_HISTORY_MESSAGES - 1)
-    prompt = prompt_for(user, [*history, {"role": "user", "content": content}])
+    prompt = prompt_for(user, [*conversation_history(user=user, conversation_id=conversation_id), _asked(content)])
+    admission = usage.gate_admit(user=user, state=state, model=model, prompt=prompt, source="chat", cacheable=True)
+    return _message_plan(user, conversation_id, content, model, prompt, admission)
+
+
+async def turn_plan_on_loop(*, user, conversation_id: int | None, content: str, model: str | None) -> TurnPlan:
+    """turn_plan with the gate on the event loop (usage.gate_on_loop); the conversation's history, read with
+    the ORM, comes from a database thread meanwhile."""
+    history = asyncio.ensure_future(
+        in_db_thread(conversation_history)(user=user, conversation_id=conversation_id)
+        if conversation_id is not None
+        else asyncio.sleep(0, [])
+    )
+    try:
+        state = await usage.gate_state_on_loop(user=user)
+        model = model_resolve(model, plan=state.plan)
+        prompt = prompt_for(user, [*await history, _asked(content)])
+    finally:
+        if not history.done():
+            history.cancel()
+            history.add_done_callback(lambda done: done.cancelled() or done.exception())  # not needed any more
+    admission = await usage.gate_admit_on_loop(
+        user=user, state=state, model=model, prompt=prompt, source="chat", cacheable=True
+    )
+    return _message_plan(user, conversation_id, content, model, prompt, admission)
+
+
+def _asked(content: str) -> dict:
+    return {"role": "user", "content": content}
+
+
+def _message_plan(user, conversation_id, content, model, prompt, admission) -> TurnPlan:
     return TurnPlan(
         user=user,
         conversation_id=conversation_id,
@@ -158,7 +193,7 @@ def turn_plan(*, user, conversation_id: int | None, content: str, model: str | N
         model=model,
         prompt=prompt,
         title=title_from(content),
-        admission=usage.gate_admit(user=user, state=state, model=model, prompt=prompt, source="chat", cacheable=True),
+        admission=admission,
     )
 
 
@@ -255,8 +290,11 @@ def after_settlement(
 async def reply_to_message(*, user, conversation_id: int | None, content, model: str | None) -> OpenReply:
     """A new message through the usage gate, with its moderation alongside, then its reply opened."""
     content = content_validate(content)
+    arguments = {"user": user, "conversation_id": conversation_id, "content": content, "model": model}
     plan = await usage.gate_and_moderate(
-        functools.partial(turn_plan, user=user, conversation_id=conversation_id, content=content, model=model),
+        functools.partial(turn_plan_on_loop, **arguments)
+        if usage.gate_on_loop()
+        else functools.partial(in_db_thread(turn_plan), **arguments),
         caller=user.pk,
         text=content,
         admission_of=lambda plan: plan.admission,

@@ -86,6 +86,15 @@ def _clean_cache():
 
 
 @pytest.fixture(autouse=True)
+def _loop_connections_closed():
+    """Each test runs its own event loop; the connections the gate opened on it close with the test."""
+    yield
+    from aisaas.db import loop_connections_close
+
+    loop_connections_close()
+
+
+@pytest.fixture(autouse=True)
 def _plans(request):
     """The plans the data migration creates. Transactional tests flush every table after they run, so they
     are put back for each database test."""
@@ -129,7 +138,11 @@ def moderation_requests(monkeypatch):
     from usage.services import gate
 
     requests, admitted = [], []
-    real_categories, real_admit = gate.moderation_categories, services.gate_admit
+    real_categories, real_admit, real_admit_on_loop = (
+        gate.moderation_categories,
+        services.gate_admit,
+        services.gate_admit_on_loop,
+    )
 
     async def counted_categories(text):
         requests.append((text, len(admitted)))
@@ -140,7 +153,13 @@ def moderation_requests(monkeypatch):
         admitted.append(admission)
         return admission
 
+    async def recorded_admit_on_loop(**arguments):
+        admission = await real_admit_on_loop(**arguments)
+        admitted.append(admission)
+        return admission
+
     monkeypatch.setattr(gate, "moderation_categories", counted_categories)
     monkeypatch.setattr(services, "gate_admit", recorded_admit)
+    monkeypatch.setattr(services, "gate_admit_on_loop", recorded_admit_on_loop)
     monkeypatch.setattr(gate, "_admitted_callers", type(gate._admitted_callers)())
     return requests

@@ -14,6 +14,7 @@ in the embedded default (one process). If Redis cannot be reached, LimitsUnavail
 refuses the request (I8).
 """
 
+import asyncio
 import logging
 import math
 import threading
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 
 from django.core.cache import caches
 from django_redis.cache import RedisCache
+from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
 LIMITS_ALIAS = "limits"
@@ -106,6 +108,30 @@ return 1
 """
 
 
+def _limit_key(cache: RedisCache, key: str) -> str:
+    return cache.make_key(f"limit:{key}")
+
+
+def _take_call(cache: RedisCache, limits: list[Limit], read: str | None) -> tuple[list, list]:
+    """The take script's KEYS and ARGV."""
+    args = []
+    for limit in limits:
+        args += [limit.period_seconds * 1000, limit.limit, limit.cost]
+    return [_limit_key(cache, limit.key) for limit in limits] + ([read] if read else []), args
+
+
+def _take_result(limits: list[Limit], reply: list) -> LimitResult:
+    allowed, index, remaining, retry_ms, now_ms, *value = reply
+    return LimitResult(
+        allowed=bool(allowed),
+        limit=None if allowed else limits[index - 1],
+        remaining=remaining,
+        retry_after_seconds=retry_ms / 1000,
+        now=now_ms / 1000,
+        read=value[0] if value and value[0] else None,
+    )
+
+
 class RedisLimiter:
     def __init__(self, cache: RedisCache):
         self.cache = cache
@@ -113,33 +139,19 @@ class RedisLimiter:
         self.take_script = client.register_script(_TAKE)
         self.give_back_script = client.register_script(_GIVE_BACK)
 
-    def _key(self, key: str) -> str:
-        return self.cache.make_key(f"limit:{key}")
-
     def take(self, limits: list[Limit], *, read: str | None = None) -> LimitResult:
         """Take all `limits` or none; if they are taken, also GET `read` (a key of this store) in the same
         round trip."""
-        args = []
-        for limit in limits:
-            args += [limit.period_seconds * 1000, limit.limit, limit.cost]
-        keys = [self._key(limit.key) for limit in limits] + ([read] if read else [])
+        keys, args = _take_call(self.cache, limits, read)
         try:
-            allowed, index, remaining, retry_ms, now_ms, *value = self.take_script(keys=keys, args=args)
+            return _take_result(limits, self.take_script(keys=keys, args=args))
         except RedisError as error:
             raise LimitsUnavailable(str(error)) from error
-        return LimitResult(
-            allowed=bool(allowed),
-            limit=None if allowed else limits[index - 1],
-            remaining=remaining,
-            retry_after_seconds=retry_ms / 1000,
-            now=now_ms / 1000,
-            read=value[0] if value and value[0] else None,
-        )
 
     def give_back(self, limit: Limit, amount: int, *, write: RawWrite | None = None) -> None:
         """Give back `amount` of what `limit` took; also SET `write` in the same round trip."""
         amount_ms = max(0, amount) * limit.period_seconds * 1000 / limit.limit
-        keys, args = [self._key(limit.key)], [amount_ms]
+        keys, args = [_limit_key(self.cache, limit.key)], [amount_ms]
         if write is not None:
             keys.append(write.key)
             args += [write.value, write.ttl_ms]
@@ -202,6 +214,34 @@ def limiter() -> RedisLimiter | LocalLimiter:
         except RedisError as error:
             raise LimitsUnavailable(str(error)) from error
     return _redis_limiters[cache]
+
+
+# The take script on an asyncio Redis client of each event loop, for the gate running on the loop (usage.services
+# .gate_admit_on_loop): the same script, the same keys, the same all-or-nothing take in one round trip.
+_loop_take_scripts: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict]" = weakref.WeakKeyDictionary()
+
+
+async def take_on_loop(limits: list[Limit], *, read: str | None = None) -> LimitResult:
+    """limiter().take from async code without a thread: on the loop's own Redis client, or in process memory
+    (the embedded default: no I/O)."""
+    cache = caches[LIMITS_ALIAS]
+    if not isinstance(cache, RedisCache):
+        return _local.take(limits)
+    per_loop = _loop_take_scripts.setdefault(asyncio.get_running_loop(), {})
+    location = (cache._server if isinstance(cache._server, str) else cache._server[0]).split(",")[0]
+    if location not in per_loop:
+        options = cache._params.get("OPTIONS", {})
+        client = AsyncRedis.from_url(
+            location,
+            socket_connect_timeout=options.get("SOCKET_CONNECT_TIMEOUT"),
+            socket_timeout=options.get("SOCKET_TIMEOUT"),
+        )
+        per_loop[location] = client.register_script(_TAKE)
+    keys, args = _take_call(cache, limits, read)
+    try:
+        return _take_result(limits, await per_loop[location](keys=keys, args=args))
+    except (RedisError, OSError) as error:
+        raise LimitsUnavailable(str(error)) from error
 
 
 def store_shared_with(cache) -> bool:

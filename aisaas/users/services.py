@@ -82,8 +82,12 @@ def api_key_authenticate(raw_key: str) -> ApiKey | None:
     return key
 
 
+def api_key_use_unrecorded(last_used_at) -> bool:
+    """Whether a use of a key last recorded at `last_used_at` is to be recorded (LAST_USED_RESOLUTION)."""
+    return last_used_at is None or timezone.now() - last_used_at > LAST_USED_RESOLUTION
+
+
 def api_key_used(*, key_id: int, last_used_at) -> None:
     """Record that a key was just used, if what is recorded is older than LAST_USED_RESOLUTION."""
-    now = timezone.now()
-    if last_used_at is None or now - last_used_at > LAST_USED_RESOLUTION:
-        ApiKey.objects.filter(pk=key_id).update(last_used_at=now)
+    if api_key_use_unrecorded(last_used_at):
+        ApiKey.objects.filter(pk=key_id).update(last_used_at=timezone.now())

@@ -7,7 +7,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -18,16 +18,29 @@ from django.db import DatabaseError, connection
 from django.db.models.expressions import Col
 from django.utils import timezone
 
-from aisaas.db import db_datetime, in_db_thread
+from aisaas.db import (
+    LoopDatabaseError,
+    db_datetime,
+    in_db_thread,
+    loop_execute,
+    loop_fetchone,
+    loop_queries_supported,
+)
 from aisaas.errors import ServiceUnavailable
 from aisaas.users.models import ApiKey, User
 from chat.llm import moderation_categories
 from usage import limits, prompt_cache
 from usage.errors import AccountSuspended, ContentFlagged, LimitReached
 from usage.models import ModerationEvent, Plan, QuotaPeriod
-from usage.services.periods import quota_period_current, quota_reservation_release, quota_reserve
+from usage.services.periods import (
+    quota_period_current,
+    quota_refuse,
+    quota_reservation_release,
+    quota_reserve,
+    quota_reserve_statement,
+)
 from usage.services.plans import user_plan_create
-from usage.services.spend import spend_check
+from usage.services.spend import spend_cap_reached, spend_check
 from usage.tokens import prompt_tokens_upper_bound
 
 logger = logging.getLogger(__name__)
@@ -125,18 +138,30 @@ def _quota_unavailable() -> ServiceUnavailable:
     return ServiceUnavailable("Usage cannot be checked right now. Please try again shortly.", code="quota_unavailable")
 
 
-def _gate_row(*, holder, by_api_key: bool = False) -> tuple | None:
-    """The gate's one query for the user with id `holder`, or for the active API key with hash `holder`."""
+def _gate_params(holder) -> list:
     now = timezone.now()
     today = now.date()
     adapt = connection.ops.adapt_datetimefield_value
-    params = [today.replace(day=1), today, adapt(now), adapt(now), holder]
+    return [today.replace(day=1), today, adapt(now), adapt(now), holder]
+
+
+def _gate_row(*, holder, by_api_key: bool = False) -> tuple | None:
+    """The gate's one query for the user with id `holder`, or for the active API key with hash `holder`."""
     try:
         # A plain cursor, not a RawQuerySet: this runs before every paid call (0.2 ms less per message).
         with connection.cursor() as cursor:
-            cursor.execute(_gate_state_sql(by_api_key), params)
+            cursor.execute(_gate_state_sql(by_api_key), _gate_params(holder))
             return cursor.fetchone()
     except DatabaseError:
+        logger.exception("Quota store unavailable: refusing paid calls")
+        raise _quota_unavailable() from None
+
+
+async def _gate_row_on_loop(*, holder, by_api_key: bool = False) -> tuple | None:
+    """_gate_row from the event loop itself (aisaas.db.loop_fetchone)."""
+    try:
+        return await loop_fetchone(_gate_state_sql(by_api_key), _gate_params(holder))
+    except LoopDatabaseError:
         logger.exception("Quota store unavailable: refusing paid calls")
         raise _quota_unavailable() from None
 
@@ -148,6 +173,14 @@ def gate_state(*, user) -> GateState:
     if row is None:  # a user from before plans existed
         user_plan_create(user=user)
         return gate_state(user=user)
+    return _state_from_row(row, user_id=user.pk)
+
+
+async def gate_state_on_loop(*, user) -> GateState:
+    """gate_state from the event loop itself (see gate_admit_on_loop)."""
+    row = await _gate_row_on_loop(holder=user.pk)
+    if row is None:  # a user from before plans existed: gate_state gives them one
+        return await in_db_thread(gate_state)(user=user)
     return _state_from_row(row, user_id=user.pk)
 
 
@@ -166,15 +199,28 @@ def gate_state_for_api_key(*, key_hash: str) -> tuple[KeyHolder, GateState] | No
     row = _gate_row(holder=key_hash, by_api_key=True)
     if row is None:
         return None
-    api_key_id, user_id, last_used_at = row[-3:]
-    user = User.from_db(connection.alias, ["id"], [user_id])
     if row[0] is None:  # no plan (p.id): a user from before plans existed
-        user_plan_create(user=user)
+        user_plan_create(user=User.from_db(connection.alias, ["id"], [row[-2]]))
         return gate_state_for_api_key(key_hash=key_hash)
+    return _holder_and_state(row)
+
+
+async def gate_state_for_api_key_on_loop(*, key_hash: str) -> tuple[KeyHolder, GateState] | None:
+    """gate_state_for_api_key from the event loop itself (see gate_admit_on_loop)."""
+    row = await _gate_row_on_loop(holder=key_hash, by_api_key=True)
+    if row is None:
+        return None
+    if row[0] is None:  # no plan: gate_state_for_api_key gives the user one
+        return await in_db_thread(gate_state_for_api_key)(key_hash=key_hash)
+    return _holder_and_state(row)
+
+
+def _holder_and_state(row: tuple) -> tuple[KeyHolder, GateState]:
+    api_key_id, user_id, last_used_at = row[-3:]
     holder = KeyHolder(
         api_key_id=api_key_id,
         api_key_last_used_at=None if last_used_at is None else db_datetime(last_used_at),
-        user=user,
+        user=User.from_db(connection.alias, ["id"], [user_id]),
     )
     return holder, _state_from_row(row[:-3], user_id=user_id)
 
@@ -235,6 +281,87 @@ def _db_decimal(value) -> Decimal:
     return value if isinstance(value, Decimal) else Decimal(str(value))
 
 
+@dataclass(frozen=True)
+class _Request:
+    """What gate_admit works out before asking the stores: the tokens to hold, the limits to take and the
+    prompt cache key."""
+
+    tokens: int
+    max_tokens: int
+    limits: list[limits.Limit]
+    cache_key: str | None
+    cache_rides: bool  # the cache lookup rides along with the limits' script (one Redis)
+
+
+def _request_for(
+    *, user_id: int, state: GateState, model: str, prompt: list[dict], cacheable: bool, max_tokens: int | None
+) -> _Request:
+    if state.suspended:
+        raise AccountSuspended("Your access to the AI service is suspended. Please contact support.")
+    plan = state.plan
+    max_tokens = min(plan.max_tokens_per_request, settings.LLM_MAX_TOKENS, max_tokens or settings.LLM_MAX_TOKENS)
+    tokens = prompt_tokens_upper_bound(prompt) + max_tokens
+    cache_key = None
+    if cacheable and settings.PROMPT_CACHE_ENABLED:
+        cache_key = prompt_cache.key_for(user_id=user_id, model=model, messages=prompt, max_tokens=max_tokens)
+    # The cache lookup rides along with the limits' script when they share a Redis: a round trip less.
+    return _Request(
+        tokens=tokens,
+        max_tokens=max_tokens,
+        limits=_limits_for(user_id=user_id, plan=plan, tokens=tokens),
+        cache_key=cache_key,
+        cache_rides=cache_key is not None and prompt_cache.rides_with_limits(),
+    )
+
+
+def _cache_read(request: _Request) -> str | None:
+    """The store key the limits' script should GET, if the cache lookup rides along."""
+    return prompt_cache.store_key(request.cache_key) if request.cache_rides else None
+
+
+def _limits_unavailable() -> ServiceUnavailable:
+    logger.error("Rate-limit store unavailable: refusing paid calls")
+    return ServiceUnavailable(
+        "Usage limits cannot be checked right now. Please try again shortly.", code="limits_unavailable"
+    )
+
+
+def _refuse_unless_allowed(result: limits.LimitResult, request: _Request) -> None:
+    if result.allowed:
+        return
+    refused = result.limit
+    raise LimitReached(
+        _LIMIT_MESSAGES[refused.name]
+        if refused.cost <= refused.limit
+        else f"This request could need {request.tokens:,} tokens, more than your daily limit.",
+        limit=refused.name,
+        limit_value=refused.limit,
+        remaining=result.remaining,
+        reset_at=datetime.fromtimestamp(result.now + result.retry_after_seconds, UTC).isoformat(),
+        retry_after=max(1, round(result.retry_after_seconds)),
+    )
+
+
+def _admission(
+    *, user_id: int, request: _Request, period: QuotaPeriod, cached_answer, model: str, source: str, api_key_id
+) -> Admission:
+    return Admission(
+        request_id=uuid.uuid4().hex,
+        api_key_id=api_key_id,
+        user_id=user_id,
+        source=source,
+        model=model,
+        max_tokens=request.max_tokens,
+        period_id=period.pk,
+        period_end=period.end,
+        reserved_tokens=request.tokens,
+        tokens_limit=request.limits[-1],
+        cache_key=request.cache_key,
+        cached_answer=cached_answer,
+        admitted_at=time.monotonic(),
+    )
+
+
 def gate_admit(
     *,
     user,
@@ -248,65 +375,91 @@ def gate_admit(
 ) -> Admission:
     """Let a paid call through, or raise: AccountSuspended (403), LimitReached (429), SpendCapReached, or
     ServiceUnavailable when a store cannot be reached (I8). `state` comes from gate_state. Sync: run it in a
-    database thread. `max_tokens`: the caller's own limit (the API's), lowered to the plan's."""
-    if state.suspended:
-        raise AccountSuspended("Your access to the AI service is suspended. Please contact support.")
-    plan = state.plan
-    max_tokens = min(plan.max_tokens_per_request, settings.LLM_MAX_TOKENS, max_tokens or settings.LLM_MAX_TOKENS)
-    tokens = prompt_tokens_upper_bound(prompt) + max_tokens
-    user_limits = _limits_for(user_id=user.pk, plan=plan, tokens=tokens)
-    cache_key = None
-    if cacheable and settings.PROMPT_CACHE_ENABLED:
-        cache_key = prompt_cache.key_for(user_id=user.pk, model=model, messages=prompt, max_tokens=max_tokens)
-    # The cache lookup rides along with the limits' script when they share a Redis: a round trip less.
-    cache_rides = cache_key is not None and prompt_cache.rides_with_limits()
+    database thread (gate_admit_on_loop is the same gate for the event loop). `max_tokens`: the caller's own
+    limit (the API's), lowered to the plan's."""
+    request = _request_for(
+        user_id=user.pk, state=state, model=model, prompt=prompt, cacheable=cacheable, max_tokens=max_tokens
+    )
     try:
-        result = limits.limiter().take(user_limits, read=prompt_cache.store_key(cache_key) if cache_rides else None)
+        result = limits.limiter().take(request.limits, read=_cache_read(request))
     except limits.LimitsUnavailable:
-        logger.error("Rate-limit store unavailable: refusing paid calls")
-        raise ServiceUnavailable(
-            "Usage limits cannot be checked right now. Please try again shortly.", code="limits_unavailable"
-        ) from None
-    if not result.allowed:
-        refused = result.limit
-        raise LimitReached(
-            _LIMIT_MESSAGES[refused.name]
-            if refused.cost <= refused.limit
-            else f"This request could need {tokens:,} tokens, more than your daily limit.",
-            limit=refused.name,
-            limit_value=refused.limit,
-            remaining=result.remaining,
-            reset_at=datetime.fromtimestamp(result.now + result.retry_after_seconds, UTC).isoformat(),
-            retry_after=max(1, round(result.retry_after_seconds)),
-        )
-    tokens_limit = user_limits[-1]
+        raise _limits_unavailable() from None
+    _refuse_unless_allowed(result, request)
     try:
         spend_check(state)
-        period = state.period or quota_period_current(user=user, plan=plan)
-        quota_reserve(period=period, tokens=tokens)
+        period = state.period or quota_period_current(user=user, plan=state.plan)
+        quota_reserve(period=period, tokens=request.tokens)
     except BaseException as error:
-        limits.give_back_quietly(tokens_limit, tokens)
+        limits.give_back_quietly(request.limits[-1], request.tokens)
         if isinstance(error, DatabaseError):
             logger.exception("Quota store unavailable: refusing paid calls")
             raise _quota_unavailable() from None
         raise
     cached_answer = None
-    if cache_key is not None:
-        cached_answer = prompt_cache.decoded(result.read) if cache_rides else prompt_cache.get(cache_key)
-    return Admission(
-        request_id=uuid.uuid4().hex,
-        api_key_id=api_key_id,
+    if request.cache_key is not None:
+        cached_answer = (
+            prompt_cache.decoded(result.read) if request.cache_rides else prompt_cache.get(request.cache_key)
+        )
+    return _admission(
         user_id=user.pk,
-        source=source,
-        model=model,
-        max_tokens=max_tokens,
-        period_id=period.pk,
-        period_end=period.end,
-        reserved_tokens=tokens,
-        tokens_limit=tokens_limit,
-        cache_key=cache_key,
+        request=request,
+        period=period,
         cached_answer=cached_answer,
-        admitted_at=time.monotonic(),
+        model=model,
+        source=source,
+        api_key_id=api_key_id,
+    )
+
+
+async def gate_admit_on_loop(
+    *,
+    user,
+    state: GateState,
+    model: str,
+    prompt: list[dict],
+    source: str,
+    cacheable: bool,
+    max_tokens: int | None = None,
+    api_key_id: int | None = None,
+) -> Admission:
+    """gate_admit from the event loop itself (PostgreSQL: aisaas.db.loop_queries_supported): the limits on the
+    loop's Redis client, the reservation on its PostgreSQL connection; the rare steps that need the ORM or
+    send mail (a period to create, a refusal to explain) go through in_db_thread."""
+    request = _request_for(
+        user_id=user.pk, state=state, model=model, prompt=prompt, cacheable=cacheable, max_tokens=max_tokens
+    )
+    try:
+        result = await limits.take_on_loop(request.limits, read=_cache_read(request))
+    except limits.LimitsUnavailable:
+        raise _limits_unavailable() from None
+    _refuse_unless_allowed(result, request)
+    try:
+        if spend_cap_reached(state):
+            await in_db_thread(spend_check)(state)  # refuses, and tells staff
+        period = state.period or await in_db_thread(quota_period_current)(user=user, plan=state.plan)
+        if await loop_execute(*quota_reserve_statement(period_id=period.pk, tokens=request.tokens)) != 1:
+            await in_db_thread(quota_refuse)(period=period, tokens=request.tokens)
+    except BaseException as error:
+        await asyncio.shield(in_db_thread(limits.give_back_quietly)(request.limits[-1], request.tokens))
+        if isinstance(error, DatabaseError | LoopDatabaseError):
+            logger.exception("Quota store unavailable: refusing paid calls")
+            raise _quota_unavailable() from None
+        raise
+    cached_answer = None
+    if request.cache_key is not None:
+        cached_answer = (
+            prompt_cache.decoded(result.read)
+            if request.cache_rides
+            else await in_db_thread(prompt_cache.get)(request.cache_key)
+        )
+    return _admission(
+        user_id=user.pk,
+        request=request,
+        period=period,
+        cached_answer=cached_answer,
+        model=model,
+        source=source,
+        api_key_id=api_key_id,
     )
 
 
@@ -363,15 +516,22 @@ def _admitted_caller_remember(caller: Hashable) -> None:
         _admitted_callers.popitem(last=False)
 
 
+def gate_on_loop() -> bool:
+    """Whether the gate runs on the event loop (gate_state_on_loop, gate_admit_on_loop): on PostgreSQL.
+    Elsewhere (the embedded default's SQLite) it runs in a database thread."""
+    return loop_queries_supported()
+
+
 async def gate_and_moderate(
-    admit: Callable[[], T],
+    admit: Callable[[], Awaitable[T]],
     *,
     caller: Hashable,
     text: str,
     admission_of: Callable[[T], Admission] = lambda admission: admission,
 ) -> T:
-    """Pass the gate (`admit`: sync code ending in gate_admit, run in a database thread) and moderation of
-    the user's `text`; returns what `admit` returned, or raises the refusal, having given back all it held.
+    """Pass the gate (`admit`: ends in gate_admit_on_loop, or in gate_admit run in a database thread) and
+    moderation of the user's `text`; returns what `admit` returned, or raises the refusal, having given back
+    all it held.
 
     For a `caller` the gate admitted last time, the moderation request is sent as the gate starts: it is a
     provider round trip, the gate database and Redis round trips, and the first token then waits for the
@@ -385,7 +545,7 @@ async def gate_and_moderate(
     if text and settings.MODERATION_ENABLED and caller in _admitted_callers:
         started = asyncio.ensure_future(moderation_categories(text))
     try:
-        result = await in_db_thread(admit)()
+        result = await admit()
     except BaseException:
         _admitted_callers.pop(caller, None)
         if started is not None:

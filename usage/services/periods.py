@@ -45,30 +45,42 @@ def quota_period_align(*, user, plan: Plan, start: datetime, end: datetime) -> Q
     return period
 
 
+_RESERVE_SQL = (
+    "UPDATE usage_quotaperiod SET reserved = reserved + %s, reserved_at = %s "
+    "WHERE id = %s AND used + reserved + %s <= allowance"
+)
+
+
+def quota_reserve_statement(*, period_id: int, tokens: int) -> tuple[str, list]:
+    """Hold `tokens` of the period if they fit: one conditional UPDATE, so concurrent requests can never hold
+    more than the allowance between them (I1). It changes one row if the tokens are held."""
+    return _RESERVE_SQL, [tokens, connection.ops.adapt_datetimefield_value(timezone.now()), period_id, tokens]
+
+
 def quota_reserve(*, period: QuotaPeriod, tokens: int) -> None:
-    """Hold `tokens` of the period, or refuse: one conditional UPDATE, so concurrent requests can never
-    hold more than the allowance between them (I1)."""
+    """Hold `tokens` of the period, or refuse (quota_reserve_statement)."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE usage_quotaperiod SET reserved = reserved + %s, reserved_at = %s "
-            "WHERE id = %s AND used + reserved + %s <= allowance",
-            [tokens, connection.ops.adapt_datetimefield_value(timezone.now()), period.pk, tokens],
-        )
+        cursor.execute(*quota_reserve_statement(period_id=period.pk, tokens=tokens))
         held = cursor.rowcount == 1
     if not held:
-        period.refresh_from_db()
-        remaining = period.remaining
-        raise LimitReached(
-            "You have used this period's tokens."
-            if remaining == 0
-            else f"This request could need up to {tokens:,} tokens; {remaining:,} are left this period.",
-            code="quota_exceeded",
-            limit="monthly_tokens",
-            limit_value=period.allowance,
-            remaining=remaining,
-            reset_at=period.end.isoformat(),
-            retry_after=max(0, round((period.end - timezone.now()).total_seconds())),
-        )
+        quota_refuse(period=period, tokens=tokens)
+
+
+def quota_refuse(*, period: QuotaPeriod, tokens: int) -> None:
+    """Raise the refusal for a reservation that did not fit, with the period's numbers as they are now."""
+    period.refresh_from_db()
+    remaining = period.remaining
+    raise LimitReached(
+        "You have used this period's tokens."
+        if remaining == 0
+        else f"This request could need up to {tokens:,} tokens; {remaining:,} are left this period.",
+        code="quota_exceeded",
+        limit="monthly_tokens",
+        limit_value=period.allowance,
+        remaining=remaining,
+        reset_at=period.end.isoformat(),
+        retry_after=max(0, round((period.end - timezone.now()).total_seconds())),
+    )
 
 
 def quota_periods_roll_over(*, now: datetime | None = None) -> int:

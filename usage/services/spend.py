@@ -25,8 +25,7 @@ def spend_check(state: "GateState") -> None:
     so it can be passed by at most their cost (each bounded by the plan's max_tokens)."""
     if settings.SPEND_KILL_SWITCH or state.kill_switch:
         raise SpendCapReached("The AI service is paused by the operators. Please try again later.", code="paused")
-    daily_cap = settings.SPEND_CAP_DAILY_USD if state.daily_cap is None else state.daily_cap
-    monthly_cap = settings.SPEND_CAP_MONTHLY_USD if state.monthly_cap is None else state.monthly_cap
+    daily_cap, monthly_cap = _caps(state)
     for period, amount, cap in (("day", state.spent_today, daily_cap), ("month", state.spent_this_month, monthly_cap)):
         if amount >= cap:
             _spend_cap_alert(period=period, amount=amount, cap=cap)
@@ -38,6 +37,25 @@ def spend_check(state: "GateState") -> None:
                 reset_at=reopens.isoformat(),  # unless staff raise the cap first
                 retry_after=max(1, round((reopens - now).total_seconds())),
             )
+
+
+def spend_cap_reached(state: "GateState") -> bool:
+    """Whether spend_check would refuse (it also tells staff, which is I/O: async code checks this first)."""
+    daily_cap, monthly_cap = _caps(state)
+    return (
+        settings.SPEND_KILL_SWITCH
+        or state.kill_switch
+        or state.spent_today >= daily_cap
+        or state.spent_this_month >= monthly_cap
+    )
+
+
+def _caps(state: "GateState") -> tuple[Decimal, Decimal]:
+    """Today's and this month's ceilings: the staff override, else the setting."""
+    return (
+        settings.SPEND_CAP_DAILY_USD if state.daily_cap is None else state.daily_cap,
+        settings.SPEND_CAP_MONTHLY_USD if state.monthly_cap is None else state.monthly_cap,
+    )
 
 
 def _next_day(moment: datetime) -> datetime:
