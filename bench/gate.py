@@ -32,27 +32,32 @@ from bench.common import bench_environment, bench_plan, compared_ms, django_setu
 from tests.servers import start_devllm  # noqa: E402
 
 
-def run(messages: int) -> dict:
+async def run(messages: int) -> dict:
+    """Both paths as the server runs them, from an event loop: the gate on the loop (PostgreSQL) or in a
+    database thread (SQLite), the turn and the settlement in database threads."""
     from django.conf import settings
+    from redis.asyncio.connection import Connection as AsyncConnection
     from redis.connection import Connection
 
+    from aisaas.db import in_db_thread
     from aisaas.users.services import user_create_verified
     from chat import services as chat
+    from chat.llm import clients_close
     from usage import services as usage
 
-    user = user_create_verified(email="gate-bench@example.com", password="bench-password-123")
-    usage.plan_change(user=user, plan=bench_plan())
+    user = await in_db_thread(user_create_verified)(email="gate-bench@example.com", password="bench-password-123")
+    await in_db_thread(usage.plan_change)(user=user, plan=await in_db_thread(bench_plan)())
     settings.LLM_MODELS = ["demo-mini:0.15:0.60"]
 
     class ProviderStream:  # what the settlement reads of a finished provider stream
         model = "demo-mini"
         usage = {"prompt_tokens": 40, "completion_tokens": 32}
 
-    def baseline(number: int) -> None:
+    async def baseline(number: int) -> None:
         prompt = chat.prompt_for(user, [{"role": "user", "content": f"Baseline question {number}"}])
         plan = chat.TurnPlan(user, None, f"Baseline question {number}", "demo-mini", prompt, "Baseline", None)
-        turn = chat.turn_record(plan=plan)
-        chat.turn_finish(
+        turn = await in_db_thread(chat.turn_record)(plan=plan)
+        await in_db_thread(chat.turn_finish)(
             message_id=turn.message_id,
             content="An answer of about thirty-two tokens.",
             status="complete",
@@ -64,17 +69,15 @@ def run(messages: int) -> dict:
             duration_ms=700,
         )
 
-    def gated(number: int) -> None:
-        content = f"Gated question {number}"
-        state = usage.gate_state(user=user)
-        prompt = chat.prompt_for(user, [{"role": "user", "content": content}])
-        admission = usage.gate_admit(
-            user=user, state=state, model="demo-mini", prompt=prompt, source="chat", cacheable=True
-        )
-        plan = chat.TurnPlan(user, None, content, "demo-mini", prompt, "Gated", admission)
-        turn = chat.turn_record(plan=plan)
+    async def gated(number: int) -> None:
+        arguments = {"user": user, "conversation_id": None, "content": f"Gated question {number}", "model": None}
+        if usage.gate_on_loop():
+            plan = await chat.turn_plan_on_loop(**arguments)
+        else:
+            plan = await in_db_thread(chat.turn_plan)(**arguments)
+        turn = await in_db_thread(chat.turn_record)(plan=plan)
         outcome = chat.ReplyOutcome(turn.message_id, "complete", "demo-mini", 40, 32, "", "", None)
-        chat.reply_settle(
+        await in_db_thread(chat.reply_settle)(
             plan=plan,
             stream=ProviderStream(),
             turn=turn,
@@ -85,26 +88,31 @@ def run(messages: int) -> dict:
         )
 
     for number in range(50):  # warm up: connections, scripts loaded, first queries
-        baseline(-number - 1)
-        gated(-number - 1)
+        await baseline(-number - 1)
+        await gated(-number - 1)
 
     commands = collections.Counter()
-    original_send = Connection.send_command
+    sync_send, async_send = Connection.send_command, AsyncConnection.send_command
 
     def counting_send(self, *args, **kwargs):
         commands[str(args[0]).upper()] += 1
-        return original_send(self, *args, **kwargs)
+        return sync_send(self, *args, **kwargs)
+
+    async def counting_async_send(self, *args, **kwargs):
+        commands[str(args[0]).upper()] += 1
+        return await async_send(self, *args, **kwargs)
 
     timings = {"baseline": [], "gated": []}
     for number in range(messages):
         started = time.perf_counter()
-        baseline(number)
+        await baseline(number)
         timings["baseline"].append(time.perf_counter() - started)
-        Connection.send_command = counting_send
+        Connection.send_command, AsyncConnection.send_command = counting_send, counting_async_send
         started = time.perf_counter()
-        gated(number)
+        await gated(number)
         timings["gated"].append(time.perf_counter() - started)
-        Connection.send_command = original_send
+        Connection.send_command, AsyncConnection.send_command = sync_send, async_send
+    await clients_close()
 
     return {
         "messages": messages,
@@ -140,7 +148,7 @@ def main():
     devllm = start_devllm()
     try:
         django_setup({**env, "LLM_BASE_URL": f"{devllm.url}/v1", "LLM_API_KEY": "bench-key"})
-        result = run(args.messages)
+        result = asyncio.run(run(args.messages))
         moderation_p50, moderation_p99 = asyncio.run(time_moderation(300))
     finally:
         devllm.stop()

@@ -34,13 +34,16 @@ STAGES = [
     ("the hop's thread starts", "hop_called", "gate_thread_start"),
     ("the gate thread (wall; its steps below)", "gate_thread_start", "gate_thread_end"),
     ("back on the event loop", "gate_thread_end", "hop_back"),
+    ("to the gate on the event loop (PostgreSQL)", "arrived", "gate_loop_start"),
+    ("the gate on the event loop (wall; its steps below)", "gate_loop_start", "gate_loop_end"),
     ("moderation sent, after arrival", "arrived", "moderation_start"),
     ("moderation call (wall)", "moderation_start", "moderation_end"),
     ("the provider's first content, after the hop (its TTFT: 100 ms)", "hop_back", "first_content"),
+    ("the provider's first content, after the gate (its TTFT: 100 ms)", "gate_loop_end", "first_content"),
     ("first content handed to daphne", "first_content", "first_content_sent"),
     ("first content reaches the client", "first_content_sent", "client_first_content"),
 ]
-STEPS = ["gate_thread", "gate_read", "limits", "reservation"]
+STEPS = ["gate_thread", "gate_loop", "gate_read", "limits", "reservation"]
 
 
 async def measure(args, web, devllm, cookie: str, key: str) -> tuple[list[float], list[tuple[float, float]]]:
@@ -146,7 +149,7 @@ def main():
         if any(f"{step}_ms" in row for row in rows):
             wall = p50([row[f"{step}_ms"] for row in rows if f"{step}_ms" in row])
             cpu = p50([row[f"{step}_cpu_ms"] for row in rows if f"{step}_cpu_ms" in row])
-            print(f"  step {step:<59} {wall:8.2f} ms wall, {cpu:.2f} ms CPU")
+            print(f"  step {step:<59} {wall:8.2f} ms wall" + (f", {cpu:.2f} ms CPU" if cpu == cpu else ""))
 
 
 if __name__ == "__main__":

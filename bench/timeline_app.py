@@ -13,6 +13,8 @@ import os
 import time
 
 from aisaas.asgi import application as aisaas_application
+from chat import completions
+from chat import services as chat_services
 from usage import limits
 from usage.services import gate
 
@@ -41,6 +43,22 @@ def _timed(func, label: str):
         finally:
             _marks[f"{label}_ms"] = (time.monotonic() - started) * 1000
             _marks[f"{label}_cpu_ms"] = (time.thread_time() - cpu) * 1000
+            _mark(f"{label}_end")
+
+    return timed
+
+
+def _timed_on_loop(func, label: str):
+    """`func` (async) recording when it starts and ends, and its wall time, as `label` (no CPU time: on the
+    event loop other requests' work runs in between)."""
+
+    async def timed(*args, **kwargs):
+        _mark(f"{label}_start")
+        started = time.monotonic()
+        try:
+            return await func(*args, **kwargs)
+        finally:
+            _marks[f"{label}_ms"] = (time.monotonic() - started) * 1000
             _mark(f"{label}_end")
 
     return timed
@@ -87,10 +105,17 @@ def _gc_timed(phase: str, info: dict) -> None:
 gc.callbacks.append(_gc_timed)
 _in_db_thread, _moderation_categories = gate.in_db_thread, gate.moderation_categories
 gate.in_db_thread, gate.moderation_categories = _traced_db_hop, _traced_moderation
+# The gate in a database thread (SQLite) ...
 gate._gate_row = _timed(gate._gate_row, "gate_read")
 gate.quota_reserve = _timed(gate.quota_reserve, "reservation")
 limits.RedisLimiter.take = _timed(limits.RedisLimiter.take, "limits")
 limits.LocalLimiter.take = _timed(limits.LocalLimiter.take, "limits")
+# ... or on the event loop (PostgreSQL).
+chat_services.turn_plan_on_loop = _timed_on_loop(chat_services.turn_plan_on_loop, "gate_loop")
+completions.completion_admit_on_loop = _timed_on_loop(completions.completion_admit_on_loop, "gate_loop")
+gate._gate_row_on_loop = _timed_on_loop(gate._gate_row_on_loop, "gate_read")
+gate.loop_execute = _timed_on_loop(gate.loop_execute, "reservation")
+limits.take_on_loop = _timed_on_loop(limits.take_on_loop, "limits")
 
 
 async def _http(scope, receive, send):
