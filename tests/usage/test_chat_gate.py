@@ -344,3 +344,25 @@ async def test_settlement_is_retried_through_a_short_database_outage(chat_socket
     message = await database_sync_to_async(Message.objects.get)(pk=saved(frames)["message"])
     assert message.status == "complete" and record.message_id == message.pk
     assert (await period_of(user)).reserved == 0
+
+
+async def test_on_postgresql_the_gate_runs_on_the_event_loop(chat_socket, user, monkeypatch):
+    """No database thread for the gate's read, limits or reservation (docs/architecture.md): the thread-side
+    versions are made to fail, and a message still goes through, reserved and settled."""
+    if not services.gate_on_loop():
+        pytest.skip("PostgreSQL only (on SQLite the gate runs in a database thread); CI runs it")
+    from usage import limits
+
+    def thread_side(*args, **kwargs):
+        raise AssertionError("the gate ran in a database thread")
+
+    assert (await chat_socket.ask("first: creates the period"))[-1]["status"] == "complete"
+    monkeypatch.setattr(gate, "_gate_row", thread_side)
+    monkeypatch.setattr(gate, "quota_reserve", thread_side)
+    monkeypatch.setattr(limits.RedisLimiter, "take", thread_side)
+    monkeypatch.setattr(limits.LocalLimiter, "take", thread_side)
+
+    frames = await chat_socket.ask("second: the gate on the loop")
+
+    assert frames[-1]["status"] == "complete"
+    assert len(await records(user)) == 2 and (await period_of(user)).reserved == 0
