@@ -162,19 +162,17 @@ def turn_plan(*, user, conversation_id: int | None, content: str, model: str | N
 async def turn_plan_on_loop(*, user, conversation_id: int | None, content: str, model: str | None) -> TurnPlan:
     """turn_plan with the gate on the event loop (usage.gate_on_loop); the conversation's history, read with
     the ORM, comes from a database thread meanwhile."""
-    history = asyncio.ensure_future(
-        in_db_thread(conversation_history)(user=user, conversation_id=conversation_id)
-        if conversation_id is not None
-        else asyncio.sleep(0, [])
-    )
+    history = None
+    if conversation_id is not None:
+        history = asyncio.ensure_future(in_db_thread(conversation_history)(user=user, conversation_id=conversation_id))
     try:
         state = await usage.gate_state_on_loop(user=user)
         model = model_resolve(model, plan=state.plan)
-        prompt = prompt_for(user, [*await history, _asked(content)])
+        prompt = prompt_for(user, [*(await history if history else []), _asked(content)])
     finally:
-        if not history.done():
+        if history and not history.done():  # the gate refused first: the history is not needed
             history.cancel()
-            history.add_done_callback(lambda done: done.cancelled() or done.exception())  # not needed any more
+            history.add_done_callback(lambda done: done.cancelled() or done.exception())
     admission = await usage.gate_admit_on_loop(
         user=user, state=state, model=model, prompt=prompt, source="chat", cacheable=True
     )
