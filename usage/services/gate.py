@@ -286,6 +286,10 @@ class _Request:
     """What gate_admit works out before asking the stores: the tokens to hold, the limits to take and the
     prompt cache key."""
 
+    user_id: int
+    model: str
+    source: str
+    api_key_id: int | None
     tokens: int
     max_tokens: int
     limits: list[limits.Limit]
@@ -294,7 +298,15 @@ class _Request:
 
 
 def _request_for(
-    *, user_id: int, state: GateState, model: str, prompt: list[dict], cacheable: bool, max_tokens: int | None
+    *,
+    user_id: int,
+    state: GateState,
+    model: str,
+    prompt: list[dict],
+    source: str,
+    cacheable: bool,
+    max_tokens: int | None,
+    api_key_id: int | None,
 ) -> _Request:
     if state.suspended:
         raise AccountSuspended("Your access to the AI service is suspended. Please contact support.")
@@ -306,6 +318,10 @@ def _request_for(
         cache_key = prompt_cache.key_for(user_id=user_id, model=model, messages=prompt, max_tokens=max_tokens)
     # The cache lookup rides along with the limits' script when they share a Redis: a round trip less.
     return _Request(
+        user_id=user_id,
+        model=model,
+        source=source,
+        api_key_id=api_key_id,
         tokens=tokens,
         max_tokens=max_tokens,
         limits=_limits_for(user_id=user_id, plan=plan, tokens=tokens),
@@ -342,15 +358,13 @@ def _refuse_unless_allowed(result: limits.LimitResult, request: _Request) -> Non
     )
 
 
-def _admission(
-    *, user_id: int, request: _Request, period: QuotaPeriod, cached_answer, model: str, source: str, api_key_id
-) -> Admission:
+def _admission(request: _Request, period: QuotaPeriod, cached_answer: dict | None) -> Admission:
     return Admission(
         request_id=uuid.uuid4().hex,
-        api_key_id=api_key_id,
-        user_id=user_id,
-        source=source,
-        model=model,
+        api_key_id=request.api_key_id,
+        user_id=request.user_id,
+        source=request.source,
+        model=request.model,
         max_tokens=request.max_tokens,
         period_id=period.pk,
         period_end=period.end,
@@ -378,7 +392,14 @@ def gate_admit(
     database thread (gate_admit_on_loop is the same gate for the event loop). `max_tokens`: the caller's own
     limit (the API's), lowered to the plan's."""
     request = _request_for(
-        user_id=user.pk, state=state, model=model, prompt=prompt, cacheable=cacheable, max_tokens=max_tokens
+        user_id=user.pk,
+        state=state,
+        model=model,
+        prompt=prompt,
+        source=source,
+        cacheable=cacheable,
+        max_tokens=max_tokens,
+        api_key_id=api_key_id,
     )
     try:
         result = limits.limiter().take(request.limits, read=_cache_read(request))
@@ -400,15 +421,7 @@ def gate_admit(
         cached_answer = (
             prompt_cache.decoded(result.read) if request.cache_rides else prompt_cache.get(request.cache_key)
         )
-    return _admission(
-        user_id=user.pk,
-        request=request,
-        period=period,
-        cached_answer=cached_answer,
-        model=model,
-        source=source,
-        api_key_id=api_key_id,
-    )
+    return _admission(request, period, cached_answer)
 
 
 async def gate_admit_on_loop(
@@ -426,7 +439,14 @@ async def gate_admit_on_loop(
     loop's Redis client, the reservation on its PostgreSQL connection; the rare steps that need the ORM or
     send mail (a period to create, a refusal to explain) go through in_db_thread."""
     request = _request_for(
-        user_id=user.pk, state=state, model=model, prompt=prompt, cacheable=cacheable, max_tokens=max_tokens
+        user_id=user.pk,
+        state=state,
+        model=model,
+        prompt=prompt,
+        source=source,
+        cacheable=cacheable,
+        max_tokens=max_tokens,
+        api_key_id=api_key_id,
     )
     try:
         result = await limits.take_on_loop(request.limits, read=_cache_read(request))
@@ -452,15 +472,7 @@ async def gate_admit_on_loop(
             if request.cache_rides
             else await in_db_thread(prompt_cache.get)(request.cache_key)
         )
-    return _admission(
-        user_id=user.pk,
-        request=request,
-        period=period,
-        cached_answer=cached_answer,
-        model=model,
-        source=source,
-        api_key_id=api_key_id,
-    )
+    return _admission(request, period, cached_answer)
 
 
 def gate_release(admission: Admission) -> None:
