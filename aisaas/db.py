@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import psycopg
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, close_old_connections, connection, connections
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -59,7 +60,16 @@ def db_datetime(value) -> datetime:
 # On the loop, the gate's waits for PostgreSQL and Redis overlap that work instead.
 LoopDatabaseError = psycopg.Error
 
-_loop_connections: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list]" = weakref.WeakKeyDictionary()
+
+class _LoopPool:
+    """An event loop's connections: the idle ones, and a slot for each connection that may exist at once."""
+
+    def __init__(self):
+        self.idle: list[psycopg.AsyncConnection] = []
+        self.slots = asyncio.Semaphore(settings.DB_LOOP_CONNECTIONS)
+
+
+_loop_pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopPool]" = weakref.WeakKeyDictionary()
 
 
 def loop_queries_supported() -> bool:
@@ -77,25 +87,28 @@ async def _loop_connection(*, fresh: bool):
     """One of this event loop's own PostgreSQL connections (autocommit, Django's connection settings), given
     back for the next query when this one went well and closed when it did not. Yields it and whether it
     was used before."""
-    idle = _loop_connections.setdefault(asyncio.get_running_loop(), [])
-    pg = None
-    while idle and pg is None and not fresh:
-        candidate = idle.pop()
-        if _idle_and_open(candidate):
-            pg = candidate
-        else:
-            await candidate.close()
-    reused = pg is not None
-    if pg is None:
-        params = connections[DEFAULT_DB_ALIAS].get_connection_params()
-        params.pop("cursor_factory")  # Django's sync cursor; the async one binds parameters server-side too
-        pg = await psycopg.AsyncConnection.connect(**params, autocommit=True)
-    try:
-        yield pg, reused
-    except BaseException:
-        await pg.close()
-        raise
-    idle.append(pg)
+    pool = _loop_pools.get(loop := asyncio.get_running_loop()) or _loop_pools.setdefault(loop, _LoopPool())
+    async with pool.slots:  # a burst of requests waits here rather than opening connections without bound
+        pg = None
+        while pool.idle and pg is None and not fresh:
+            candidate = pool.idle.pop()
+            if _idle_and_open(candidate):
+                pg = candidate
+            else:
+                await candidate.close()
+        if fresh and pool.idle:  # keep within the slots: this one is replaced by a new connection
+            await pool.idle.pop().close()
+        reused = pg is not None
+        if pg is None:
+            params = connections[DEFAULT_DB_ALIAS].get_connection_params()
+            params.pop("cursor_factory")  # Django's sync cursor; the async one binds parameters server-side too
+            pg = await psycopg.AsyncConnection.connect(**params, autocommit=True)
+        try:
+            yield pg, reused
+        except BaseException:
+            await pg.close()
+            raise
+        pool.idle.append(pg)
 
 
 async def _on_loop(run):
@@ -134,6 +147,6 @@ async def loop_execute(sql: str, params: list) -> int:
 def loop_connections_close() -> None:
     """Close every event loop's idle connections, for code that runs many loops in one process (the tests):
     a finished loop's connections would otherwise stay open until the garbage collector finds them."""
-    for idle in list(_loop_connections.values()):
-        while idle:
-            idle.pop().pgconn.finish()
+    for pool in list(_loop_pools.values()):
+        while pool.idle:
+            pool.idle.pop().pgconn.finish()

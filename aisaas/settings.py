@@ -159,6 +159,9 @@ else:
     # 5th time, so PostgreSQL plans it once. The usage gate's queries run before every message and planning
     # them cost more than running them (docs/performance.md). Behind a transaction-mode pooler that cannot
     # keep prepared statements, set DB_PREPARE_THRESHOLD=0 to turn this off.
+    # The usage gate queries from each web process's event loop on connections of its own (aisaas.db): at most
+    # this many per process, on top of the thread pool's. Requests beyond it wait for one (each query ~0.3 ms).
+    DB_LOOP_CONNECTIONS = env.int("DB_LOOP_CONNECTIONS", default=8)
     _prepare_threshold = env.int("DB_PREPARE_THRESHOLD", default=5)
     if _prepare_threshold > 0:
         DATABASES["default"].setdefault("OPTIONS", {}).update(
