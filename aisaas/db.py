@@ -87,7 +87,10 @@ async def _loop_connection(*, fresh: bool):
     """One of this event loop's own PostgreSQL connections (autocommit, Django's connection settings), given
     back for the next query when this one went well and closed when it did not. Yields it and whether it
     was used before."""
-    pool = _loop_pools.get(loop := asyncio.get_running_loop()) or _loop_pools.setdefault(loop, _LoopPool())
+    loop = asyncio.get_running_loop()
+    if loop not in _loop_pools:
+        _loop_pools[loop] = _LoopPool()
+    pool = _loop_pools[loop]
     async with pool.slots:  # a burst of requests waits here rather than opening connections without bound
         pg = None
         while pool.idle and pg is None and not fresh:
@@ -116,14 +119,14 @@ async def _on_loop(run):
     failover, faster than _idle_and_open can tell) fails before running anything: then once more on a new
     one. A new connection that fails is an outage, raised."""
     reused = False
-    for fresh in (False, True):
-        try:
-            async with _loop_connection(fresh=fresh) as (pg, reused):
-                return await run(pg)  # on an error the connection is closed, not given back
-        except psycopg.OperationalError:
-            if not reused:
-                raise
-    raise AssertionError("unreachable: the second attempt is on a new connection")
+    try:
+        async with _loop_connection(fresh=False) as (pg, reused):
+            return await run(pg)  # on an error the connection is closed, not given back
+    except psycopg.OperationalError:
+        if not reused:
+            raise
+    async with _loop_connection(fresh=True) as (pg, _):
+        return await run(pg)
 
 
 async def loop_fetchone(sql: str, params: list) -> tuple | None:

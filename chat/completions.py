@@ -160,8 +160,9 @@ def completion_admit(*, token: str, request: CompletionRequest) -> usage.Admissi
 
 async def completion_admit_on_loop(*, token: str, request: CompletionRequest) -> usage.Admission:
     """completion_admit with the gate on the event loop (usage.gate_on_loop)."""
-    key_hash = api_key_hash(token)
-    found = await usage.gate_state_for_api_key_on_loop(key_hash=key_hash) if api_key_plausible(token) else None
+    found = (
+        await usage.gate_state_for_api_key_on_loop(key_hash=api_key_hash(token)) if api_key_plausible(token) else None
+    )
     holder, state = _key_holder(found)
     if api_key_use_unrecorded(holder.api_key_last_used_at):  # once a minute at most
         await in_db_thread(api_key_used)(key_id=holder.api_key_id, last_used_at=holder.api_key_last_used_at)

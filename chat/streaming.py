@@ -24,7 +24,8 @@ async def relay_text(
     """
     loop = asyncio.get_running_loop()
     pending: list[str] = []
-    wake = asyncio.Event()
+    wake = asyncio.Event()  # a piece arrived, a stop, or the end
+    interrupt = asyncio.Event()  # a stop or the end: cuts a coalescing wait short
     ended = False
     failure: BaseException | None = None
 
@@ -39,10 +40,12 @@ async def relay_text(
         finally:
             ended = True
             wake.set()
+            interrupt.set()
 
     async def watch_stop() -> None:
         await stop.wait()
         wake.set()
+        interrupt.set()
 
     async def flush() -> None:
         if pending:
@@ -60,12 +63,13 @@ async def relay_text(
                 await flush()
                 return True
             if pending and not ended and (hold := next_delivery - loop.time()) > 0:
-                # Within the window: let more pieces gather; a stop or the end cuts the wait short.
+                # Within the window: let more pieces gather (they do not wake this wait); a stop or the end
+                # cuts it short.
                 try:
-                    await asyncio.wait_for(wake.wait(), hold)
+                    await asyncio.wait_for(interrupt.wait(), hold)
                 except TimeoutError:
                     pass
-                wake.set()  # look again at once: a stop, the end, or the window closed
+                wake.set()  # look again at once: the window closed, or a stop or the end
                 continue
             if pending:
                 await flush()

@@ -1,5 +1,6 @@
 """Settlement: every provider call (or cache hit) accounted exactly once, in the answer's transaction (I2)."""
 
+import functools
 import time
 from dataclasses import dataclass
 from decimal import Decimal
@@ -82,6 +83,21 @@ _QUOTA_SETTLE_SQL = """
 # its row in the table: they share one snapshot); statement by statement, the row with this attempt's time.
 _RECORDED_BY_CTE = "EXISTS (SELECT 1 FROM recorded)"
 _RECORDED_IN_TABLE = "EXISTS (SELECT 1 FROM usage_usagerecord WHERE request_id = %s AND created_at = %s)"
+_SETTLEMENT_STATEMENTS = [  # statement by statement, after the record's INSERT
+    sql.format(recorded=_RECORDED_IN_TABLE) for sql in (_SPEND_ADD_SQL, _DAILY_ADD_SQL, _QUOTA_SETTLE_SQL)
+]
+
+
+@functools.cache
+def _settlement_statement(together: str | None) -> str:
+    """The whole settlement as one statement (PostgreSQL), with the caller's `together` statement in it."""
+    return (
+        f"WITH recorded AS ({_RECORD_INSERT_SQL} RETURNING 1), "
+        + (f"together AS ({together}), " if together else "")
+        + f"spend AS ({_SPEND_ADD_SQL.format(recorded=_RECORDED_BY_CTE)}), "
+        f"daily AS ({_DAILY_ADD_SQL.format(recorded=_RECORDED_BY_CTE)}) "
+        f"{_QUOTA_SETTLE_SQL.format(recorded=_RECORDED_BY_CTE)}"
+    )
 
 
 def usage_settle(
@@ -136,12 +152,8 @@ def usage_settle(
     quota = [billable, cost_value, reserved_tokens, reserved_tokens, admission.period_id]
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            together = f"together AS ({together_with[0]}), " if together_with else ""
             cursor.execute(
-                f"WITH recorded AS ({_RECORD_INSERT_SQL} RETURNING 1), {together}"
-                f"spend AS ({_SPEND_ADD_SQL.format(recorded=_RECORDED_BY_CTE)}), "
-                f"daily AS ({_DAILY_ADD_SQL.format(recorded=_RECORDED_BY_CTE)}) "
-                f"{_QUOTA_SETTLE_SQL.format(recorded=_RECORDED_BY_CTE)}",
+                _settlement_statement(together_with[0] if together_with else None),
                 [*record, *(together_with[1] if together_with else ()), *spend, *daily, *quota],
             )
             row = cursor.fetchone()  # the quota row, if this attempt recorded the call
@@ -151,9 +163,8 @@ def usage_settle(
                 if together_with:
                     cursor.execute(*together_with)
                 cursor.execute(_RECORD_INSERT_SQL, record)
-                cursor.execute(_SPEND_ADD_SQL.format(recorded=_RECORDED_IN_TABLE), [*spend, *recorded])
-                cursor.execute(_DAILY_ADD_SQL.format(recorded=_RECORDED_IN_TABLE), [*daily, *recorded])
-                cursor.execute(_QUOTA_SETTLE_SQL.format(recorded=_RECORDED_IN_TABLE), [*quota, *recorded])
+                for statement, params in zip(_SETTLEMENT_STATEMENTS, (spend, daily, quota), strict=True):
+                    cursor.execute(statement, [*params, *recorded])
                 row = cursor.fetchone()  # before the commit: SQLite commits no statement still returning rows
     if row is None:  # settled before (a retry): report the period as it is
         period = QuotaPeriod.objects.get(pk=admission.period_id)
