@@ -43,7 +43,7 @@ STAGES = [
     ("first content handed to daphne", "first_content", "first_content_sent"),
     ("first content reaches the client", "first_content_sent", "client_first_content"),
 ]
-STEPS = ["gate_thread", "gate_loop", "gate_read", "limits", "reservation"]
+STEPS = ["gate_thread", "gate_loop", "gate_query", "gate_read", "limits", "reservation"]
 
 
 async def measure(args, web, devllm, cookie: str, key: str) -> tuple[list[float], list[tuple[float, float]]]:

@@ -115,6 +115,8 @@ chat_services.turn_plan_on_loop = _timed_on_loop(chat_services.turn_plan_on_loop
 completions.completion_admit_on_loop = _timed_on_loop(completions.completion_admit_on_loop, "gate_loop")
 gate._gate_row_on_loop = _timed_on_loop(gate._gate_row_on_loop, "gate_read")
 gate.loop_execute = _timed_on_loop(gate.loop_execute, "reservation")
+# A returning caller's read and reservation in one statement (gate_pass_on_loop): every gate query on the loop.
+gate.loop_fetchone = _timed_on_loop(gate.loop_fetchone, "gate_query")
 limits.take_on_loop = _timed_on_loop(limits.take_on_loop, "limits")
 
 

@@ -159,14 +159,19 @@ def completion_admit(*, token: str, request: CompletionRequest) -> usage.Admissi
 
 
 async def completion_admit_on_loop(*, token: str, request: CompletionRequest) -> usage.Admission:
-    """completion_admit with the gate on the event loop (usage.gate_on_loop)."""
-    found = (
-        await usage.gate_state_for_api_key_on_loop(key_hash=api_key_hash(token)) if api_key_plausible(token) else None
-    )
-    holder, state = _key_holder(found)
+    """completion_admit with the gate on the event loop (usage.gate_pass_on_loop). The key's use is recorded
+    once the gate let the request through."""
+    if not api_key_plausible(token):
+        raise AuthenticationFailed()
+
+    async def gate_arguments(found) -> dict:
+        return _gate_arguments(*_key_holder(found), request)
+
+    found, _, admission = await usage.gate_pass_on_loop(key_hash=api_key_hash(token), arguments_for=gate_arguments)
+    holder, _ = found
     if api_key_use_unrecorded(holder.api_key_last_used_at):  # once a minute at most
         await in_db_thread(api_key_used)(key_id=holder.api_key_id, last_used_at=holder.api_key_last_used_at)
-    return await usage.gate_admit_on_loop(**_gate_arguments(holder, state, request))
+    return admission
 
 
 def _key_holder(found):

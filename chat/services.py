@@ -160,23 +160,24 @@ def turn_plan(*, user, conversation_id: int | None, content: str, model: str | N
 
 
 async def turn_plan_on_loop(*, user, conversation_id: int | None, content: str, model: str | None) -> TurnPlan:
-    """turn_plan with the gate on the event loop (usage.gate_on_loop); the conversation's history, read with
-    the ORM, comes from a database thread meanwhile."""
+    """turn_plan with the gate on the event loop (usage.gate_pass_on_loop); the conversation's history, read
+    with the ORM, comes from a database thread meanwhile."""
     history = None
     if conversation_id is not None:
         history = asyncio.ensure_future(in_db_thread(conversation_history)(user=user, conversation_id=conversation_id))
-    try:
-        state = await usage.gate_state_on_loop(user=user)
-        model = model_resolve(model, plan=state.plan)
+
+    async def gate_arguments(state: usage.GateState) -> dict:
+        chosen = model_resolve(model, plan=state.plan)
         prompt = prompt_for(user, [*(await history if history else []), _asked(content)])
+        return {"user": user, "state": state, "model": chosen, "prompt": prompt, "source": "chat", "cacheable": True}
+
+    try:
+        _, arguments, admission = await usage.gate_pass_on_loop(user=user, arguments_for=gate_arguments)
     finally:
         if history and not history.done():  # the gate refused first: the history is not needed
             history.cancel()
             history.add_done_callback(lambda done: done.cancelled() or done.exception())
-    admission = await usage.gate_admit_on_loop(
-        user=user, state=state, model=model, prompt=prompt, source="chat", cacheable=True
-    )
-    return _message_plan(user, conversation_id, content, model, prompt, admission)
+    return _message_plan(user, conversation_id, content, arguments["model"], arguments["prompt"], admission)
 
 
 def _asked(content: str) -> dict:

@@ -95,6 +95,15 @@ def _loop_connections_closed():
 
 
 @pytest.fixture(autouse=True)
+def _gate_memory(monkeypatch):
+    """The gate's memory of the callers it admitted (usage.services.gate) starts empty in each test: user ids
+    repeat across tests."""
+    from usage.services import gate
+
+    monkeypatch.setattr(gate, "_admitted_callers", type(gate._admitted_callers)())
+
+
+@pytest.fixture(autouse=True)
 def _plans(request):
     """The plans the data migration creates. Transactional tests flush every table after they run, so they
     are put back for each database test."""
@@ -133,15 +142,15 @@ async def chat_socket(user):
 @pytest.fixture
 def moderation_requests(monkeypatch):
     """The moderation requests sent to the provider (the real request is still sent), each as (text, how many
-    requests the gate had admitted when it was sent). This process's memory of admitted callers starts empty."""
+    requests the gate had admitted when it was sent)."""
     from usage import services
     from usage.services import gate
 
     requests, admitted = [], []
-    real_categories, real_admit, real_admit_on_loop = (
+    real_categories, real_admit, real_pass_on_loop = (
         gate.moderation_categories,
         services.gate_admit,
-        services.gate_admit_on_loop,
+        services.gate_pass_on_loop,
     )
 
     async def counted_categories(text):
@@ -153,13 +162,12 @@ def moderation_requests(monkeypatch):
         admitted.append(admission)
         return admission
 
-    async def recorded_admit_on_loop(**arguments):
-        admission = await real_admit_on_loop(**arguments)
-        admitted.append(admission)
-        return admission
+    async def recorded_pass_on_loop(**arguments):
+        passed = await real_pass_on_loop(**arguments)
+        admitted.append(passed[-1])
+        return passed
 
     monkeypatch.setattr(gate, "moderation_categories", counted_categories)
     monkeypatch.setattr(services, "gate_admit", recorded_admit)
-    monkeypatch.setattr(services, "gate_admit_on_loop", recorded_admit_on_loop)
-    monkeypatch.setattr(gate, "_admitted_callers", type(gate._admitted_callers)())
+    monkeypatch.setattr(services, "gate_pass_on_loop", recorded_pass_on_loop)
     return requests

@@ -217,7 +217,7 @@ def limiter() -> RedisLimiter | LocalLimiter:
 
 
 # The take script on an asyncio Redis client of each event loop, for the gate running on the loop (usage.services
-# .gate_admit_on_loop): the same script, the same keys, the same all-or-nothing take in one round trip.
+# .gate_pass_on_loop): the same script, the same keys, the same all-or-nothing take in one round trip.
 _loop_take_scripts: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict]" = weakref.WeakKeyDictionary()
 
 
@@ -261,3 +261,10 @@ def give_back_quietly(limit: Limit, amount: int, *, write: RawWrite | None = Non
         limiter().give_back(limit, amount, write=write)
     except LimitsUnavailable:
         logger.warning("Could not give back %s to the %s limit", amount, limit.name)
+
+
+def take_undo_quietly(taken: list[Limit]) -> None:
+    """Give back all of a take (each limit's cost), as give_back_quietly does: for a request that was let
+    through and then turned away before anything was spent."""
+    for limit in taken:
+        give_back_quietly(limit, limit.cost)

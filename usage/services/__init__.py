@@ -1,8 +1,8 @@
 """The usage services: one gate and one settlement for every paid call (the chat websocket, the HTTP API).
 
     gate_state, gate_admit  rate limits -> global spend cap -> token quota reservation -> prompt cache lookup
-                            (gate_state_for_api_key: the API's key check in the gate's own query); the
-                            *_on_loop twins run the same gate on the event loop (PostgreSQL: gate_on_loop)
+                            (gate_state_for_api_key: the API's key check in the gate's own query);
+                            gate_pass_on_loop runs the same gate on the event loop (PostgreSQL: gate_on_loop)
     gate_and_moderate       async: the gate and moderation of the user's text, before anything is sent to
                             the completion model (moderate_or_release: moderation alone, after the gate)
     usage_settle            in the caller's transaction: the usage record, the quota, the spend ledger
@@ -30,14 +30,12 @@ from usage.services.gate import (
     Admission,
     GateState,
     gate_admit,
-    gate_admit_on_loop,
     gate_and_moderate,
     gate_on_loop,
+    gate_pass_on_loop,
     gate_release,
     gate_state,
     gate_state_for_api_key,
-    gate_state_for_api_key_on_loop,
-    gate_state_on_loop,
     moderate_or_release,
 )
 from usage.services.periods import (
@@ -67,14 +65,12 @@ __all__ = [
     "calendar_month",
     "cost_of",
     "gate_admit",
-    "gate_admit_on_loop",
     "gate_and_moderate",
     "gate_on_loop",
+    "gate_pass_on_loop",
     "gate_release",
     "gate_state",
     "gate_state_for_api_key",
-    "gate_state_for_api_key_on_loop",
-    "gate_state_on_loop",
     "limits_settle",
     "moderate_or_release",
     "plan_change",

@@ -35,8 +35,10 @@ from usage.models import ModerationEvent, Plan, QuotaPeriod
 from usage.services.periods import (
     quota_period_current,
     quota_refuse,
+    quota_release_statement,
     quota_reservation_release,
     quota_reserve,
+    quota_reserve_found_by,
     quota_reserve_statement,
 )
 from usage.services.plans import user_plan_create
@@ -305,8 +307,8 @@ def _request_for(
     prompt: list[dict],
     source: str,
     cacheable: bool,
-    max_tokens: int | None,
-    api_key_id: int | None,
+    max_tokens: int | None = None,
+    api_key_id: int | None = None,
 ) -> _Request:
     if state.suspended:
         raise AccountSuspended("Your access to the AI service is suspended. Please contact support.")
@@ -465,14 +467,146 @@ async def gate_admit_on_loop(
             logger.exception("Quota store unavailable: refusing paid calls")
             raise _quota_unavailable() from None
         raise
-    cached_answer = None
-    if request.cache_key is not None:
-        cached_answer = (
-            prompt_cache.decoded(result.read)
-            if request.cache_rides
-            else await in_db_thread(prompt_cache.get)(request.cache_key)
+    return _admission(request, period, await _cached_answer_on_loop(request, result))
+
+
+async def _cached_answer_on_loop(request: _Request, result: limits.LimitResult) -> dict | None:
+    if request.cache_key is None:
+        return None
+    if request.cache_rides:
+        return prompt_cache.decoded(result.read)
+    return await in_db_thread(prompt_cache.get)(request.cache_key)
+
+
+# What gate_state_on_loop or gate_state_for_api_key_on_loop read: a user's state, or a key's holder and state.
+Found = GateState | tuple[KeyHolder, GateState] | None
+
+
+async def gate_pass_on_loop(
+    *, user=None, key_hash: str | None = None, arguments_for: Callable[[Found], Awaitable[dict]]
+) -> tuple[Found, dict, Admission]:
+    """The whole gate from the event loop (PostgreSQL: gate_on_loop) for the chat's `user`, or for the holder
+    of the API key with hash `key_hash`: what the gate reads of them (gate_state_on_loop,
+    gate_state_for_api_key_on_loop), then `arguments_for(what it read)`, the caller's own checks (the model,
+    the prompt) giving gate_admit_on_loop's arguments, then the admission. Returns all three.
+
+    A caller admitted last time (gate_and_moderate's memory, which keeps what was read for them) is admitted
+    in one round trip to each store at once: the read and the quota reservation go to PostgreSQL as one
+    statement while the limits are taken in Redis, each sized by last time's state. The fresh read decides:
+    if it makes the same request and nothing refuses, that is the admission; otherwise both are given back
+    and the gate runs step by step on the fresh state. The outcome is the same as the step-by-step way's."""
+    caller = user.pk if key_hash is None else key_hash
+    last = _admitted_callers.get(caller)
+    passed = None
+    if last is not None:
+        passed = await _pass_as_last_time(
+            holder=caller, by_api_key=key_hash is not None, last=last, arguments_for=arguments_for
         )
-    return _admission(request, period, cached_answer)
+    if passed is None:
+        if key_hash is None:
+            found = await gate_state_on_loop(user=user)
+        else:
+            found = await gate_state_for_api_key_on_loop(key_hash=key_hash)
+        arguments = await arguments_for(found)
+        passed = found, arguments, await gate_admit_on_loop(**arguments)
+    _admitted_caller_remember(caller, found=passed[0])
+    return passed
+
+
+def _read_and_hold(*, holder, by_api_key: bool, tokens: int) -> tuple[str, list]:
+    """The gate's read and the reservation of `tokens` in the period it finds, as one statement: the state
+    as it was before, and whether the tokens are held."""
+    hold, hold_params = quota_reserve_found_by("SELECT period_id FROM state", tokens=tokens)
+    sql = (
+        f"WITH state AS ({_gate_state_sql(by_api_key)}), held AS ({hold} RETURNING 1) "  # noqa: S608 (our SQL)
+        "SELECT state.*, EXISTS (SELECT 1 FROM held) FROM state"
+    )
+    return sql, [*_gate_params(holder), *hold_params]
+
+
+async def _pass_as_last_time(
+    *, holder, by_api_key: bool, last: Found, arguments_for: Callable[[Found], Awaitable[dict]]
+) -> tuple[Found, dict, Admission] | None:
+    """gate_pass_on_loop's one round trip to each store. None when that is not tried (last time's state
+    already refuses the request) or the fresh read finds no plan or no such key: the step-by-step way then."""
+    try:
+        request = _request_from(await arguments_for(last))
+    except Exception:  # the step-by-step way says why, from the fresh state
+        return None
+    take = asyncio.ensure_future(limits.take_on_loop(request.limits, read=_cache_read(request)))
+    statement = _read_and_hold(holder=holder, by_api_key=by_api_key, tokens=request.tokens)
+    read = asyncio.ensure_future(loop_fetchone(*statement))
+    try:
+        await asyncio.wait([take, read])
+    except asyncio.CancelledError:  # the caller went away: what was taken is given back once it is known
+        _in_background(_give_back_when_done(request, take, read))
+        raise
+    taken, held_in = _what_was_taken(take, read)
+    if take.exception() is not None or read.exception() is not None:
+        await asyncio.shield(_give_back(request, taken=taken, held_in=held_in))
+        if isinstance(take.exception(), limits.LimitsUnavailable):
+            raise _limits_unavailable() from None
+        if isinstance(read.exception(), LoopDatabaseError):
+            logger.error("Quota store unavailable: refusing paid calls", exc_info=read.exception())
+            raise _quota_unavailable() from None
+        raise take.exception() or read.exception()
+    row = read.result()
+    if row is None or row[0] is None:  # the key is gone, or a user without a plan
+        await asyncio.shield(_give_back(request, taken=taken, held_in=held_in))
+        return None
+    found = _holder_and_state(row[:-1]) if by_api_key else _state_from_row(row[:-1], user_id=holder)
+    try:
+        arguments = await arguments_for(found)
+        state = arguments["state"]
+        if _request_from(arguments) == request and taken and held_in is not None and not spend_cap_reached(state):
+            cached_answer = await _cached_answer_on_loop(request, take.result())
+            return found, arguments, _admission(request, state.period, cached_answer)
+    except BaseException:
+        await asyncio.shield(_give_back(request, taken=taken, held_in=held_in))
+        raise
+    await asyncio.shield(_give_back(request, taken=taken, held_in=held_in))
+    return found, arguments, await gate_admit_on_loop(**arguments)
+
+
+def _request_from(arguments: dict) -> _Request:
+    """The request gate_admit_on_loop(**arguments) makes."""
+    others = {name: value for name, value in arguments.items() if name != "user"}
+    return _request_for(user_id=arguments["user"].pk, **others)
+
+
+def _what_was_taken(take: asyncio.Future, read: asyncio.Future) -> tuple[bool, int | None]:
+    """Whether the limits were taken, and the period in which tokens were held (None: none were)."""
+    taken = take.exception() is None and take.result().allowed
+    row = None if read.exception() is not None else read.result()
+    held_in = row[len(Plan._meta.concrete_fields)] if row is not None and row[-1] else None  # the period_id column
+    return taken, held_in
+
+
+async def _give_back(request: _Request, *, taken: bool, held_in: int | None) -> None:
+    if taken:
+        await in_db_thread(limits.take_undo_quietly)(request.limits)
+    if held_in is not None:
+        try:
+            await loop_execute(*quota_release_statement(period_id=held_in, tokens=request.tokens))
+        except LoopDatabaseError:  # it stays held until quota_reservations_expire releases it as stale
+            logger.warning("Could not release %s tokens held in period %s", request.tokens, held_in, exc_info=True)
+
+
+async def _give_back_when_done(request: _Request, take: asyncio.Future, read: asyncio.Future) -> None:
+    await asyncio.wait([take, read])
+    taken, held_in = _what_was_taken(take, read)
+    await _give_back(request, taken=taken, held_in=held_in)
+
+
+_background_tasks: set[asyncio.Task] = set()
+
+
+def _in_background(coroutine) -> None:
+    """Run `coroutine` to its end whatever happens to the task that started it (the loop keeps only a weak
+    reference to a task)."""
+    task = asyncio.ensure_future(coroutine)
+    _background_tasks.add(task)
+    task.add_done_callback(_background_tasks.discard)
 
 
 def gate_release(admission: Admission) -> None:
@@ -515,14 +649,16 @@ async def moderate_or_release(*, admission: Admission, text: str, started: async
         raise
 
 
-# The callers (a user of the chat, an API key) whose last request through this process's gate was admitted,
-# least recent first, at most _ADMITTED_CALLERS_MAX: only theirs are moderated alongside the gate.
+# The callers (a user of the chat, an API key's hash) whose last request through this process's gate was
+# admitted, least recent first, at most _ADMITTED_CALLERS_MAX: only theirs are moderated alongside the gate. With
+# each, what the gate on the loop read for them then (None from the database thread's gate): with it,
+# gate_pass_on_loop admits them in one round trip to each store.
 _ADMITTED_CALLERS_MAX = 10_000
-_admitted_callers: OrderedDict[Hashable, None] = OrderedDict()
+_admitted_callers: OrderedDict[Hashable, Found] = OrderedDict()
 
 
-def _admitted_caller_remember(caller: Hashable) -> None:
-    _admitted_callers[caller] = None
+def _admitted_caller_remember(caller: Hashable, *, found: Found = None) -> None:
+    _admitted_callers[caller] = found if found is not None else _admitted_callers.get(caller)
     _admitted_callers.move_to_end(caller)
     if len(_admitted_callers) > _ADMITTED_CALLERS_MAX:
         _admitted_callers.popitem(last=False)

@@ -1,0 +1,171 @@
+"""The gate on the event loop (usage.gate_pass_on_loop, PostgreSQL + Redis): a caller admitted last time is
+admitted with one statement and one limits script sent at once, sized by last time's state. Whatever the fresh
+state says, the outcome is the step-by-step gate's, and nothing it took is kept when it refuses."""
+
+import asyncio
+import itertools
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from aisaas.db import in_db_thread
+from chat import services as chat_services
+from tests.usage.conftest import make_plan
+from usage import services
+from usage.errors import LimitReached
+from usage.models import QuotaPeriod
+from usage.services import gate
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _postgresql():
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (on SQLite the gate runs in a database thread): set DATABASE_URL (.ci/run does)")
+
+
+_plans = itertools.count()
+
+
+@in_db_thread
+def on_plan(user, **limits):
+    services.plan_change(user=user, plan=make_plan(slug=f"plan-{next(_plans)}", **limits))
+
+
+@in_db_thread
+def period_of(user) -> QuotaPeriod:
+    now = timezone.now()
+    return QuotaPeriod.objects.get(user=user, start__lte=now, end__gt=now)
+
+
+@in_db_thread
+def period_set(user, **values) -> None:
+    now = timezone.now()
+    QuotaPeriod.objects.filter(user=user, start__lte=now, end__gt=now).update(**values)
+
+
+async def admit(user, content="Hello there"):  # one content: every request the same size
+    plan = await chat_services.turn_plan_on_loop(user=user, conversation_id=None, content=content, model=None)
+    return plan.admission
+
+
+@pytest.fixture
+def step_by_step(monkeypatch):
+    """How often the step-by-step gate ran (gate_admit_on_loop)."""
+    calls = []
+    real = gate.gate_admit_on_loop
+
+    async def counted(**arguments):
+        calls.append(arguments["user"].pk)
+        return await real(**arguments)
+
+    monkeypatch.setattr(gate, "gate_admit_on_loop", counted)
+    return calls
+
+
+async def test_a_returning_caller_is_admitted_in_one_statement(user, step_by_step, monkeypatch):
+    await on_plan(user)
+    first = await admit(user)
+    assert step_by_step == [user.pk]  # new to this process: step by step
+    statements = []
+    real_fetchone, real_execute = gate.loop_fetchone, gate.loop_execute
+
+    async def fetchone(sql, params):
+        statements.append(sql)
+        return await real_fetchone(sql, params)
+
+    async def execute(sql, params):
+        statements.append(sql)
+        return await real_execute(sql, params)
+
+    monkeypatch.setattr(gate, "loop_fetchone", fetchone)
+    monkeypatch.setattr(gate, "loop_execute", execute)
+
+    second = await admit(user, "Hello again")
+
+    assert step_by_step == [user.pk] and len(statements) == 1 and "held AS (UPDATE" in statements[0]
+    assert second.period_id == first.period_id and second.reserved_tokens > 0
+    assert (await period_of(user)).reserved == first.reserved_tokens + second.reserved_tokens
+
+
+async def test_a_plan_changed_since_last_time_is_the_one_applied(user, step_by_step):
+    await on_plan(user)
+    first = await admit(user)
+    await on_plan(user, requests_per_minute=2)  # the rate limit now refuses the third request of the minute
+
+    second = await admit(user, "Under the new plan")
+    with pytest.raises(LimitReached) as refused:
+        await admit(user, "Too fast for the new plan")
+
+    assert refused.value.details["limit"] == "requests_per_minute" and refused.value.details["limit_value"] == 2
+    assert step_by_step == [user.pk, user.pk, user.pk]  # the new plan made the request a different one
+    # The refused request holds nothing.
+    assert (await period_of(user)).reserved == first.reserved_tokens + second.reserved_tokens
+
+
+async def test_a_refused_returning_caller_keeps_nothing_it_took(user, step_by_step):
+    """The quota refuses after the limits were taken at the same time: the tokens/day limit gets them back.
+    If it did not, the day's limit would refuse a request it has room for."""
+    await on_plan(user)
+    worst_case = (await admit(user)).reserved_tokens
+    await on_plan(user, tokens_per_day=worst_case * 3 + 1)
+    await admit(user)  # the plan changed: step by step; the day's limit holds one worst case (and a sliver)
+    period = await period_of(user)
+    await period_set(user, allowance=period.used + period.reserved + worst_case - 1)
+
+    with pytest.raises(LimitReached) as refused:
+        await admit(user)  # as last time: the statement holds nothing, the limits script took its share
+    await period_set(user, allowance=10**9)
+    await admit(user)  # the day's second worst case, unless the refused request kept its share
+    await admit(user)  # the third
+    with pytest.raises(LimitReached) as day_limit:
+        await admit(user)
+
+    assert refused.value.code == "quota_exceeded" and day_limit.value.details["limit"] == "tokens_per_day"
+    # New, a new plan, then each refusal: the step-by-step gate says why.
+    assert step_by_step == [user.pk] * 4
+
+
+async def test_a_caller_that_goes_away_mid_gate_leaves_nothing_held(user, monkeypatch):
+    await on_plan(user)
+    worst_case = (await admit(user)).reserved_tokens
+    await on_plan(user, tokens_per_day=worst_case * 2 + 1)
+    await admit(user)  # remembered under this plan
+    sent = asyncio.Event()
+    real_fetchone = gate.loop_fetchone
+
+    async def fetchone(sql, params):
+        sent.set()
+        return await real_fetchone(sql, params)
+
+    monkeypatch.setattr(gate, "loop_fetchone", fetchone)
+    asking = asyncio.ensure_future(admit(user))
+    await sent.wait()
+    asking.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asking
+    await asyncio.gather(*gate._background_tasks)
+
+    assert (await period_of(user)).reserved == worst_case * 2
+    await admit(user)  # the day's limit has room for a second worst case only if the cancelled one gave it back
+    with pytest.raises(LimitReached) as day_limit:
+        await admit(user)
+    assert day_limit.value.details["limit"] == "tokens_per_day"
+
+
+async def test_returning_callers_racing_for_the_last_tokens_never_overshoot(user):
+    """I1 through the one-statement admission: 40 requests of a caller admitted before, at once, with room
+    for 10 worst cases."""
+    await on_plan(user)
+    worst_case = (await admit(user)).reserved_tokens
+    period = await period_of(user)
+    await period_set(user, allowance=period.used + period.reserved + worst_case * 10 + 7)
+
+    outcomes = await asyncio.gather(*(admit(user) for _ in range(40)), return_exceptions=True)
+
+    refused = [outcome for outcome in outcomes if isinstance(outcome, LimitReached)]
+    assert len(refused) == 30 and all(error.code == "quota_exceeded" for error in refused), outcomes
+    period = await period_of(user)
+    assert period.reserved == worst_case * 11 and period.used + period.reserved <= period.allowance
