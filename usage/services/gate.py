@@ -391,7 +391,7 @@ def gate_admit(
 ) -> Admission:
     """Let a paid call through, or raise: AccountSuspended (403), LimitReached (429), SpendCapReached, or
     ServiceUnavailable when a store cannot be reached (I8). `state` comes from gate_state. Sync: run it in a
-    database thread (gate_admit_on_loop is the same gate for the event loop). `max_tokens`: the caller's own
+    database thread (gate_pass_on_loop is the same gate for the event loop). `max_tokens`: the caller's own
     limit (the API's), lowered to the plan's."""
     request = _request_for(
         user_id=user.pk,
@@ -677,7 +677,7 @@ async def gate_and_moderate(
     text: str,
     admission_of: Callable[[T], Admission] = lambda admission: admission,
 ) -> T:
-    """Pass the gate (`admit`: ends in gate_admit_on_loop, or in gate_admit run in a database thread) and
+    """Pass the gate (`admit`: ends in gate_pass_on_loop, or in gate_admit run in a database thread) and
     moderation of the user's `text`; returns what `admit` returned, or raises the refusal, having given back
     all it held.
 
