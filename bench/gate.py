@@ -7,7 +7,8 @@
 In one run, alternating message by message on the same database (and Redis):
 
   baseline  the chat's own database work for one message without the gate: save the turn (conversation,
-            question, empty reply), then settle the reply
+            question, empty reply), then save the answer as the settlement would (on PostgreSQL one UPDATE
+            from the event loop, as the settlement runs; elsewhere in a database thread)
   gated     the same through the gate: the user's plan, rate limits (one Redis script), the spend cap, the
             quota reservation, the prompt-cache lookup; then the real settlement (chat.services.reply_settle:
             answer + usage record + quota + spend ledger in one transaction, the unused daily tokens given
@@ -33,13 +34,13 @@ from tests.servers import start_devllm  # noqa: E402
 
 
 async def run(messages: int) -> dict:
-    """Both paths as the server runs them, from an event loop: the gate on the loop (PostgreSQL) or in a
-    database thread (SQLite), the turn and the settlement in database threads."""
+    """Both paths as the server runs them, from an event loop: the gate and the settlement on the loop
+    (PostgreSQL) or in database threads (SQLite), the turn in a database thread."""
     from django.conf import settings
     from redis.asyncio.connection import Connection as AsyncConnection
     from redis.connection import Connection
 
-    from aisaas.db import in_db_thread
+    from aisaas.db import in_db_thread, loop_execute, loop_queries_supported
     from aisaas.users.services import user_create_verified
     from chat import services as chat
     from chat.llm import clients_close
@@ -57,17 +58,21 @@ async def run(messages: int) -> dict:
         prompt = chat.prompt_for(user, [{"role": "user", "content": f"Baseline question {number}"}])
         plan = chat.TurnPlan(user, None, f"Baseline question {number}", "demo-mini", prompt, "Baseline", None)
         turn = await in_db_thread(chat.turn_record)(plan=plan)
-        await in_db_thread(chat.turn_finish)(
-            message_id=turn.message_id,
-            content="An answer of about thirty-two tokens.",
-            status="complete",
-            model="demo-mini",
-            prompt_tokens=40,
-            completion_tokens=32,
-            error_code="",
-            time_to_first_token_ms=100,
-            duration_ms=700,
-        )
+        answer = {
+            "message_id": turn.message_id,
+            "content": "An answer of about thirty-two tokens.",
+            "status": "complete",
+            "model": "demo-mini",
+            "prompt_tokens": 40,
+            "completion_tokens": 32,
+            "error_code": "",
+            "time_to_first_token_ms": 100,
+            "duration_ms": 700,
+        }
+        if loop_queries_supported():
+            await loop_execute(*chat.turn_finish_statement(**answer))
+        else:
+            await in_db_thread(chat.turn_finish)(**answer)
 
     async def gated(number: int) -> None:
         arguments = {"user": user, "conversation_id": None, "content": f"Gated question {number}", "model": None}
@@ -77,7 +82,7 @@ async def run(messages: int) -> dict:
             plan = await in_db_thread(chat.turn_plan)(**arguments)
         turn = await in_db_thread(chat.turn_record)(plan=plan)
         outcome = chat.ReplyOutcome(turn.message_id, "complete", "demo-mini", 40, 32, "", "", None)
-        await in_db_thread(chat.reply_settle)(
+        await chat.reply_settle(
             plan=plan,
             stream=ProviderStream(),
             turn=turn,

@@ -25,7 +25,7 @@ from aisaas.users.services import (
     api_key_used,
 )
 from chat.llm import CachedStream, CompletionStream, ProviderError, model_catalogue
-from chat.services import after_settlement, answer_stream, last_question, models_for, settle_with_retries
+from chat.services import answer_stream, answer_to_cache, last_question, models_for, settle_with_retries
 from usage import services as usage
 from usage.selectors import plan_for
 from usage.tokens import prompt_token_count, token_count
@@ -321,10 +321,10 @@ class OpenCompletion:
         )
 
 
-def completion_settle(*, admission, stream, text: str, status: str, prompt_tokens: int, completion_tokens: int):
-    """The API's settlement: the usage record, quota, spend and rollups (no conversation is kept), then the
-    rate limiter's unused tokens back and a complete answer into the prompt cache."""
-    settlement = usage.usage_settle(
+async def completion_settle(*, admission, stream, text: str, status: str, prompt_tokens: int, completion_tokens: int):
+    """The API's settlement: the usage record, quota, spend and rollups (no conversation is kept), the rate
+    limiter's unused tokens back and a complete answer into the prompt cache."""
+    settlement = await usage.usage_settle_on_loop(
         admission=admission,
         conversation_id=None,
         message_id=None,
@@ -333,9 +333,7 @@ def completion_settle(*, admission, stream, text: str, status: str, prompt_token
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
         cached=isinstance(stream, CachedStream),
-    )
-    after_settlement(
-        admission=admission, settlement=settlement, stream=stream, text=text, complete=status == "complete"
+        cache_answer=answer_to_cache(admission=admission, stream=stream, text=text, complete=status == "complete"),
     )
     return settlement.meter
 

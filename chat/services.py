@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from aisaas.db import in_db_thread
+from aisaas.db import LoopDatabaseError, in_db_thread
 from aisaas.errors import ApplicationError, Conflict, InvalidInput, NotFound, ServiceUnavailable
 from chat import events
 from chat.llm import CachedStream, CompletionStream, ProviderError, model_catalogue
@@ -270,20 +270,17 @@ def answer_stream(
     ).start()
 
 
-def after_settlement(
-    *, admission: usage.Admission, settlement: usage.Settlement, stream, text: str, complete: bool
-) -> None:
-    """After the settlement committed: the rate limiter gets back what was held but not used, and a complete
-    answer from the provider goes into the prompt cache."""
-    cache_answer = None
+def answer_to_cache(*, admission: usage.Admission, stream, text: str, complete: bool) -> dict | None:
+    """What the settlement keeps in the prompt cache: a complete answer from the provider, if the request may
+    use the cache."""
     if admission.cache_key and complete and not isinstance(stream, CachedStream) and stream.usage:
-        cache_answer = prompt_cache.answer_of(
+        return prompt_cache.answer_of(
             text=text,
             model=stream.model,
             prompt_tokens=stream.usage["prompt_tokens"],
             completion_tokens=stream.usage["completion_tokens"],
         )
-    usage.limits_settle(admission=admission, settlement=settlement, cache_answer=cache_answer)
+    return None
 
 
 async def reply_to_message(*, user, conversation_id: int | None, content, model: str | None) -> OpenReply:
@@ -467,15 +464,15 @@ async def settle_with_retries(settle, **arguments) -> dict:
     unclear failure writes once."""
     for delay in (*SETTLE_RETRY_DELAYS, None):
         try:
-            return await in_db_thread(settle)(**arguments)
-        except DatabaseError:
+            return await settle(**arguments)
+        except (DatabaseError, LoopDatabaseError):
             if delay is None:
                 raise
             logger.warning("Settling a reply failed; retrying in %ss", delay, exc_info=True)
             await asyncio.sleep(delay)
 
 
-def reply_settle(
+async def reply_settle(
     *,
     plan: TurnPlan,
     stream,
@@ -485,8 +482,8 @@ def reply_settle(
     time_to_first_token_ms: int | None,
     duration_ms: int,
 ) -> dict:
-    """Save the answer and account for the call in one transaction (I2); then give the rate limiter back
-    what was held but not used, and keep a complete answer in the prompt cache. Returns the quota meter."""
+    """Save the answer and account for the call in one transaction (I2), give the rate limiter back what was
+    held but not used, and keep a complete answer in the prompt cache. Returns the quota meter."""
     admission = plan.admission
     finish = None
     if turn is not None:
@@ -501,7 +498,7 @@ def reply_settle(
             time_to_first_token_ms=time_to_first_token_ms,
             duration_ms=duration_ms,
         )
-    settlement = usage.usage_settle(
+    settlement = await usage.usage_settle_on_loop(
         admission=admission,
         conversation_id=turn.conversation_id if turn else None,
         message_id=turn.message_id if turn else None,
@@ -511,13 +508,9 @@ def reply_settle(
         completion_tokens=outcome.completion_tokens,
         cached=isinstance(stream, CachedStream),
         together_with=finish,
-    )
-    after_settlement(
-        admission=admission,
-        settlement=settlement,
-        stream=stream,
-        text=content,
-        complete=outcome.status == Message.Status.COMPLETE,
+        cache_answer=answer_to_cache(
+            admission=admission, stream=stream, text=content, complete=outcome.status == Message.Status.COMPLETE
+        ),
     )
     return settlement.meter
 

@@ -93,9 +93,15 @@ if #KEYS > count then read = redis.call('GET', KEYS[count + 1]) end
 return {1, 0, first_remaining, 0, now, read}
 """
 
-# KEYS[1]: the limit, ARGV[1]: the amount to give back (ms of its schedule; 0: none). Optionally KEYS[2],
-# ARGV[2], ARGV[3]: a key to SET to a value with a time to live (ms).
+# KEYS[1]: the limit, ARGV[1]: the amount to give back (ms of its schedule; 0: none). ARGV[2]: how long (ms)
+# KEYS[2] marks this give-back as done (0: no marker): a second give-back with the same marker does nothing.
+# Optionally, the next key and ARGV[3], ARGV[4]: a key to SET to a value with a time to live (ms).
 _GIVE_BACK = """
+local next_key = 2
+if tonumber(ARGV[2]) > 0 then
+  if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return 0 end
+  next_key = 3
+end
 local amount = tonumber(ARGV[1])
 if amount > 0 then
   local tat = tonumber(redis.call('GET', KEYS[1]))
@@ -103,9 +109,12 @@ if amount > 0 then
     redis.call('SET', KEYS[1], string.format('%.3f', tat - amount), 'KEEPTTL')
   end
 end
-if #KEYS > 1 then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) end
+if #KEYS >= next_key then redis.call('SET', KEYS[next_key], ARGV[3], 'PX', ARGV[4]) end
 return 1
 """
+
+# How long a give-back marked `once_for` a request is remembered: far longer than a settlement's retries.
+ONCE_FOR_SECONDS = 600
 
 
 def _limit_key(cache: RedisCache, key: str) -> str:
@@ -118,6 +127,20 @@ def _take_call(cache: RedisCache, limits: list[Limit], read: str | None) -> tupl
     for limit in limits:
         args += [limit.period_seconds * 1000, limit.limit, limit.cost]
     return [_limit_key(cache, limit.key) for limit in limits] + ([read] if read else []), args
+
+
+def _give_back_call(
+    cache: RedisCache, limit: Limit, amount: int, write: RawWrite | None, once_for: str | None
+) -> tuple[list, list]:
+    """The give-back script's KEYS and ARGV."""
+    amount_ms = max(0, amount) * limit.period_seconds * 1000 / limit.limit
+    keys, args = [_limit_key(cache, limit.key)], [amount_ms, ONCE_FOR_SECONDS * 1000 if once_for else 0]
+    if once_for:
+        keys.append(_limit_key(cache, f"given-back:{once_for}"))
+    if write is not None:
+        keys.append(write.key)
+        args += [write.value, write.ttl_ms]
+    return keys, args
 
 
 def _take_result(limits: list[Limit], reply: list) -> LimitResult:
@@ -148,13 +171,12 @@ class RedisLimiter:
         except RedisError as error:
             raise LimitsUnavailable(str(error)) from error
 
-    def give_back(self, limit: Limit, amount: int, *, write: RawWrite | None = None) -> None:
-        """Give back `amount` of what `limit` took; also SET `write` in the same round trip."""
-        amount_ms = max(0, amount) * limit.period_seconds * 1000 / limit.limit
-        keys, args = [_limit_key(self.cache, limit.key)], [amount_ms]
-        if write is not None:
-            keys.append(write.key)
-            args += [write.value, write.ttl_ms]
+    def give_back(
+        self, limit: Limit, amount: int, *, write: RawWrite | None = None, once_for: str | None = None
+    ) -> None:
+        """Give back `amount` of what `limit` took; also SET `write` in the same round trip. With `once_for` (a
+        request id), only the first give-back for that request counts."""
+        keys, args = _give_back_call(self.cache, limit, amount, write, once_for)
         try:
             self.give_back_script(keys=keys, args=args)
         except RedisError as error:
@@ -167,6 +189,7 @@ class LocalLimiter:
     def __init__(self):
         self.lock = threading.Lock()
         self.tats: dict[str, float] = {}
+        self.given_back: dict[str, float] = {}  # once_for -> when it is forgotten (insertion order: oldest first)
 
     # `read` and `write` ride along only with a Redis store (store_shared_with): never given here.
     def take(self, limits: list[Limit], *, read: None = None) -> LimitResult:
@@ -192,8 +215,15 @@ class LocalLimiter:
                 self.tats[limit.key] = new_tat
             return LimitResult(True, None, first_remaining, 0.0, now)
 
-    def give_back(self, limit: Limit, amount: int, *, write: None = None) -> None:
+    def give_back(self, limit: Limit, amount: int, *, write: None = None, once_for: str | None = None) -> None:
         with self.lock:
+            if once_for is not None:
+                now = time.time()
+                while self.given_back and next(iter(self.given_back.values())) < now:
+                    self.given_back.pop(next(iter(self.given_back)))
+                if once_for in self.given_back:
+                    return
+                self.given_back[once_for] = now + ONCE_FOR_SECONDS
             if limit.key in self.tats:
                 self.tats[limit.key] -= amount * limit.period_seconds / limit.limit
 
@@ -216,18 +246,14 @@ def limiter() -> RedisLimiter | LocalLimiter:
     return _redis_limiters[cache]
 
 
-# The take script on an asyncio Redis client of each event loop, for the gate running on the loop (usage.services
-# .gate_pass_on_loop): the same script, the same keys, the same all-or-nothing take in one round trip.
-_loop_take_scripts: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict]" = weakref.WeakKeyDictionary()
+# The limits' scripts on an asyncio Redis client of each event loop, for the gate and the settlement running on
+# the loop (usage.services.gate_pass_on_loop, usage_settle_on_loop): the same scripts and keys as RedisLimiter.
+_loop_scripts: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict]" = weakref.WeakKeyDictionary()
 
 
-async def take_on_loop(limits: list[Limit], *, read: str | None = None) -> LimitResult:
-    """limiter().take from async code without a thread: on the loop's own Redis client, or in process memory
-    (the embedded default: no I/O)."""
-    cache = caches[LIMITS_ALIAS]
-    if not isinstance(cache, RedisCache):
-        return _local.take(limits)
-    per_loop = _loop_take_scripts.setdefault(asyncio.get_running_loop(), {})
+def _scripts_on_loop(cache: RedisCache) -> tuple:
+    """This event loop's (take, give_back) scripts on its own client of the limits' Redis."""
+    per_loop = _loop_scripts.setdefault(asyncio.get_running_loop(), {})
     location = (cache._server if isinstance(cache._server, str) else cache._server[0]).split(",")[0]
     if location not in per_loop:
         options = cache._params.get("OPTIONS", {})
@@ -236,10 +262,20 @@ async def take_on_loop(limits: list[Limit], *, read: str | None = None) -> Limit
             socket_connect_timeout=options.get("SOCKET_CONNECT_TIMEOUT"),
             socket_timeout=options.get("SOCKET_TIMEOUT"),
         )
-        per_loop[location] = client.register_script(_TAKE)
+        per_loop[location] = (client.register_script(_TAKE), client.register_script(_GIVE_BACK))
+    return per_loop[location]
+
+
+async def take_on_loop(limits: list[Limit], *, read: str | None = None) -> LimitResult:
+    """limiter().take from async code without a thread: on the loop's own Redis client, or in process memory
+    (the embedded default: no I/O)."""
+    cache = caches[LIMITS_ALIAS]
+    if not isinstance(cache, RedisCache):
+        return _local.take(limits)
+    take, _ = _scripts_on_loop(cache)
     keys, args = _take_call(cache, limits, read)
     try:
-        return _take_result(limits, await per_loop[location](keys=keys, args=args))
+        return _take_result(limits, await take(keys=keys, args=args))
     except (RedisError, OSError) as error:
         raise LimitsUnavailable(str(error)) from error
 
@@ -260,6 +296,25 @@ def give_back_quietly(limit: Limit, amount: int, *, write: RawWrite | None = Non
     try:
         limiter().give_back(limit, amount, write=write)
     except LimitsUnavailable:
+        logger.warning("Could not give back %s to the %s limit", amount, limit.name)
+
+
+async def give_back_quietly_on_loop(
+    limit: Limit, amount: int, *, write: RawWrite | None = None, once_for: str | None = None
+) -> None:
+    """give_back_quietly from async code without a thread (as take_on_loop). With `once_for` (a request id),
+    only the first give-back for that request counts: a settlement may be retried."""
+    if amount <= 0 and write is None:
+        return
+    cache = caches[LIMITS_ALIAS]
+    if not isinstance(cache, RedisCache):
+        _local.give_back(limit, amount, once_for=once_for)
+        return
+    _, give_back = _scripts_on_loop(cache)
+    keys, args = _give_back_call(cache, limit, amount, write, once_for)
+    try:
+        await give_back(keys=keys, args=args)
+    except (RedisError, OSError):
         logger.warning("Could not give back %s to the %s limit", amount, limit.name)
 
 

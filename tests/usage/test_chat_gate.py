@@ -3,6 +3,7 @@
 import asyncio
 from datetime import datetime
 
+import psycopg
 import pytest
 from django.db import OperationalError
 from django.utils import timezone
@@ -325,16 +326,19 @@ async def test_a_failing_quota_store_refuses_with_a_retryable_error(chat_socket,
 
 
 async def test_settlement_is_retried_through_a_short_database_outage(chat_socket, user, monkeypatch):
-    real_settle = services.usage_settle
+    """Both ways a settlement meets an outage: in a database thread (Django's error) and on the event loop's own
+    connection (psycopg's)."""
+    real_settle = services.usage_settle_on_loop
+    outage = [OperationalError("the database went away"), psycopg.OperationalError("the server closed the connection")]
     failures = []
 
-    def flaky_settle(**kwargs):
-        if len(failures) < 2:
-            failures.append(1)
-            raise OperationalError("the database went away")
-        return real_settle(**kwargs)
+    async def flaky_settle(**kwargs):
+        if outage:
+            failures.append(outage[0])
+            raise outage.pop(0)
+        return await real_settle(**kwargs)
 
-    monkeypatch.setattr(services, "usage_settle", flaky_settle)
+    monkeypatch.setattr(services, "usage_settle_on_loop", flaky_settle)
     monkeypatch.setattr(chat_services, "SETTLE_RETRY_DELAYS", (0.01, 0.01, 0.01))
 
     frames = await chat_socket.ask("Settle me")

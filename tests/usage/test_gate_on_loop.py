@@ -1,10 +1,15 @@
-"""The gate on the event loop (usage.gate_pass_on_loop, PostgreSQL + Redis): a caller admitted last time is
-admitted with one statement and one limits script sent at once, sized by last time's state. Whatever the fresh
-state says, the outcome is the step-by-step gate's, and nothing it took is kept when it refuses."""
+"""The gate and the settlement on the event loop (PostgreSQL + Redis).
+
+The gate (usage.gate_pass_on_loop): a caller admitted last time is admitted with one statement and one limits
+script sent at once, sized by last time's state. Whatever the fresh state says, the outcome is the step-by-step
+gate's, and nothing it took is kept when it refuses. The settlement (usage.usage_settle_on_loop): its statement
+and the limits' give-back sent at once, each counted once per request however often the settlement runs."""
 
 import asyncio
+import dataclasses
 import itertools
 
+import psycopg
 import pytest
 from django.db import connection
 from django.utils import timezone
@@ -12,10 +17,11 @@ from django.utils import timezone
 from aisaas.db import in_db_thread
 from chat import services as chat_services
 from tests.usage.conftest import make_plan
-from usage import services
+from usage import limits, services
 from usage.errors import LimitReached
-from usage.models import QuotaPeriod
+from usage.models import QuotaPeriod, UsageRecord
 from usage.services import gate
+from usage.services import settle as usage_settle_module
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -169,3 +175,66 @@ async def test_returning_callers_racing_for_the_last_tokens_never_overshoot(user
     assert len(refused) == 30 and all(error.code == "quota_exceeded" for error in refused), outcomes
     period = await period_of(user)
     assert period.reserved == worst_case * 11 and period.used + period.reserved <= period.allowance
+
+
+async def settle(admission, *, used: int) -> usage_settle_module.Settlement:
+    """Settle `admission` as the chat does, `used` of its hold used (all of it counted as prompt tokens)."""
+    return await chat_services.settle_with_retries(
+        services.usage_settle_on_loop,
+        admission=admission,
+        conversation_id=None,
+        message_id=None,
+        model="demo-mini",
+        status="complete",
+        prompt_tokens=used,
+        completion_tokens=0,
+    )
+
+
+async def tokens_left_today(admission) -> int:
+    """What the tokens/day limit has room for: a take too big to pass reports it."""
+    result = await limits.take_on_loop([dataclasses.replace(admission.tokens_limit, cost=10**9)])
+    assert not result.allowed
+    return result.remaining
+
+
+async def test_a_settlement_retried_after_an_unclear_failure_counts_once_in_both_stores(user, monkeypatch):
+    """The first attempt commits and then its answer is lost (the connection broke): the retry records
+    nothing more, and the tokens/day limit's give-back, sent with each attempt, counts once."""
+    await on_plan(user, tokens_per_day=10_000)  # 8.6 s per token comes back: none while the test runs
+    admission = await admit(user)
+    used = admission.reserved_tokens - 10
+    real_fetchone, attempts = usage_settle_module.loop_fetchone, []
+
+    async def commits_then_breaks(sql, params):
+        attempts.append(sql)
+        row = await real_fetchone(sql, params)
+        if len(attempts) == 1:
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return row
+
+    monkeypatch.setattr(usage_settle_module, "loop_fetchone", commits_then_breaks)
+    monkeypatch.setattr(chat_services, "SETTLE_RETRY_DELAYS", (0.01,))
+
+    settlement = await settle(admission, used=used)
+
+    assert len(attempts) == 2 and not settlement.recorded  # the retry found the call already recorded
+    assert await in_db_thread(UsageRecord.objects.filter(request_id=admission.request_id).count)() == 1
+    period = await period_of(user)
+    assert (period.used, period.reserved) == (used, 0)
+    # The limit keeps what was used; had the retry's give-back counted too, 10 more would be free.
+    assert await tokens_left_today(admission) == 10_000 - used
+
+
+async def test_the_same_settlement_racing_itself_counts_once_in_both_stores(user):
+    await on_plan(user, tokens_per_day=10_000)
+    admission = await admit(user)
+    used = admission.reserved_tokens - 10
+
+    settlements = await asyncio.gather(*(settle(admission, used=used) for _ in range(8)))
+
+    assert sum(settlement.recorded for settlement in settlements) == 1
+    assert await in_db_thread(UsageRecord.objects.filter(request_id=admission.request_id).count)() == 1
+    period = await period_of(user)
+    assert (period.used, period.reserved) == (used, 0)
+    assert await tokens_left_today(admission) == 10_000 - used

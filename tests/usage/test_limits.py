@@ -1,5 +1,6 @@
 """GCRA rate limits: the same behaviour from the Redis Lua script (production) and the local fallback."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -60,6 +61,20 @@ def test_giving_back_unused_tokens_makes_room_again(limiter):
     limiter.give_back(tokens, 80)  # the call used 10 of the 90 it held
 
     assert limiter.take([tokens]).allowed
+
+
+def test_a_give_back_for_a_request_counts_once(limiter):
+    """A settlement may be retried: its give-back, marked with the request's id, gives back only once."""
+    tokens = limits.Limit("tokens_per_day", "u1:tpd", 100, 86400, 90)
+    assert limiter.take([tokens]).allowed
+
+    limiter.give_back(tokens, 40, once_for="request-1")
+    limiter.give_back(tokens, 40, once_for="request-1")  # the same settlement, retried
+    limiter.give_back(tokens, 0, once_for="request-2")  # another request's marker is its own
+
+    # 50 tokens are held: room for 50 more, not 51 (had the retry counted, there would be room for 90).
+    assert not limiter.take([dataclasses.replace(tokens, cost=51)]).allowed
+    assert limiter.take([dataclasses.replace(tokens, cost=50)]).allowed
 
 
 def test_limits_are_per_key(limiter):

@@ -4,9 +4,12 @@ and the rate limits in one Redis (the lookup and the write ride along with the l
 import os
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.core.cache import caches
+from redis.asyncio.connection import Connection as AsyncConnection
 from redis.connection import Connection
 
+from aisaas.db import in_db_thread
 from tests.usage.conftest import make_plan
 from usage import limits, prompt_cache, services
 
@@ -14,6 +17,8 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 needs_redis = pytest.mark.skipif(not REDIS_URL, reason="needs a real Redis: set REDIS_URL (.ci/run does)")
 
 PROMPT = [{"role": "user", "content": "Is this answer cached?"}]
+# On PostgreSQL the settlement runs on the event loop's own connection, which must see the admission's rows.
+settles = pytest.mark.django_db(transaction=True)
 ANSWER = prompt_cache.answer_of(text="It will be.", model="demo-mini", prompt_tokens=12, completion_tokens=4)
 
 
@@ -22,8 +27,9 @@ def admit(user):
     return services.gate_admit(user=user, state=state, model="demo-mini", prompt=PROMPT, source="chat", cacheable=True)
 
 
-def settle(admission, cache_answer):
-    settlement = services.usage_settle(
+async def settle_on_loop(admission, cache_answer):
+    """As the chat and the API settle, from an event loop (on PostgreSQL: its own connection and Redis client)."""
+    return await services.usage_settle_on_loop(
         admission=admission,
         conversation_id=None,
         message_id=None,
@@ -31,26 +37,33 @@ def settle(admission, cache_answer):
         status="complete",
         prompt_tokens=12,
         completion_tokens=4,
+        cache_answer=cache_answer,
     )
-    services.limits_settle(admission=admission, settlement=settlement, cache_answer=cache_answer)
-    return settlement
+
+
+settle = async_to_sync(settle_on_loop)
 
 
 @pytest.fixture
 def redis_commands(monkeypatch):
-    """The Redis commands sent from here on, by name."""
+    """The Redis commands sent from here on by any client (threads' and event loops'), by name."""
     sent = []
-    original = Connection.send_command
+    sync_send, async_send = Connection.send_command, AsyncConnection.send_command
 
     def counting(self, *args, **kwargs):
         sent.append(str(args[0]).upper())
-        return original(self, *args, **kwargs)
+        return sync_send(self, *args, **kwargs)
+
+    async def counting_async(self, *args, **kwargs):
+        sent.append(str(args[0]).upper())
+        return await async_send(self, *args, **kwargs)
 
     monkeypatch.setattr(Connection, "send_command", counting)
+    monkeypatch.setattr(AsyncConnection, "send_command", counting_async)
     return sent
 
 
-@pytest.mark.django_db
+@settles
 def test_a_settled_answer_is_found_by_the_next_identical_request(user):
     services.plan_change(user=user, plan=make_plan())
     first = admit(user)
@@ -63,23 +76,23 @@ def test_a_settled_answer_is_found_by_the_next_identical_request(user):
 
 
 @needs_redis
-@pytest.mark.django_db
-def test_with_one_redis_the_cache_rides_along_two_round_trips_per_message(user, redis_commands):
-    services.plan_change(user=user, plan=make_plan())
-    settle(admit(user), ANSWER)  # loads both scripts into Redis
+@settles
+async def test_with_one_redis_the_cache_rides_along_two_round_trips_per_message(user, redis_commands):
+    await in_db_thread(lambda: services.plan_change(user=user, plan=make_plan()))()
+    await settle_on_loop(await in_db_thread(admit)(user), ANSWER)  # connects, loads both scripts into Redis
     assert prompt_cache.rides_with_limits()
     redis_commands.clear()
 
-    admission = admit(user)
+    admission = await in_db_thread(admit)(user)
     after_gate = list(redis_commands)
-    settle(admission, ANSWER)
+    await settle_on_loop(admission, ANSWER)
 
     # The gate: the limits script, which also read the cache (a hit: the answer settled above).
     assert after_gate == ["EVALSHA"] and admission.cached_answer == ANSWER
     # The settlement: the give-back script, which also wrote the answer.
     assert redis_commands == ["EVALSHA", "EVALSHA"]
-    assert caches["default"].get(admission.cache_key) == ANSWER
-    assert caches["default"].ttl(admission.cache_key) > 0
+    cached = await in_db_thread(caches["default"].get)(admission.cache_key)
+    assert cached == ANSWER and await in_db_thread(caches["default"].ttl)(admission.cache_key) > 0
 
 
 @needs_redis
@@ -96,7 +109,7 @@ def test_the_limits_script_reads_the_cache_only_for_a_request_it_lets_through(us
 
 
 @needs_redis
-@pytest.mark.django_db
+@settles
 def test_with_the_limits_in_another_redis_the_cache_still_works_on_its_own(user, settings, redis_commands):
     server, _, database = REDIS_URL.rpartition("/")
     other = f"{server}/{(int(database or 0) + 1) % 16}"

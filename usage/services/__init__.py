@@ -6,8 +6,9 @@
     gate_and_moderate       async: the gate and moderation of the user's text, before anything is sent to
                             the completion model (moderate_or_release: moderation alone, after the gate)
     usage_settle            in the caller's transaction: the usage record, the quota, the spend ledger
-    limits_settle           after the commit: give back the unused tokens of the tokens/day limit, and keep
-                            a complete answer in the prompt cache
+    usage_settle_on_loop    async: the same (on the loop on PostgreSQL), and meanwhile the unused tokens of the
+                            tokens/day limit given back (once per request) and a complete answer kept in the
+                            prompt cache
     gate_release            a request refused or abandoned after gate_admit: give everything back
     plan_change             the one way to move a user to another plan (billing, staff)
     bonus_tokens_grant, quota_period_reset, plan_change_by_staff, account_suspend, account_reactivate
@@ -47,7 +48,7 @@ from usage.services.periods import (
 )
 from usage.services.plans import plan_change, user_plan_create
 from usage.services.rollup import usage_rollup_rebuild
-from usage.services.settle import Settlement, cost_of, limits_settle, usage_settle
+from usage.services.settle import Settlement, cost_of, usage_settle, usage_settle_on_loop
 from usage.services.spend import spend_cap_alert_send, spend_check
 
 __all__ = [
@@ -71,7 +72,6 @@ __all__ = [
     "gate_release",
     "gate_state",
     "gate_state_for_api_key",
-    "limits_settle",
     "moderate_or_release",
     "plan_change",
     "plan_change_by_staff",
@@ -84,5 +84,6 @@ __all__ = [
     "spend_check",
     "usage_rollup_rebuild",
     "usage_settle",
+    "usage_settle_on_loop",
     "user_plan_create",
 ]

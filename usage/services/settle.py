@@ -1,14 +1,17 @@
 """Settlement: every provider call (or cache hit) accounted exactly once, in the answer's transaction (I2)."""
 
+import asyncio
 import functools
 import time
 from dataclasses import dataclass
 from decimal import Decimal
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from aisaas.db import in_db_thread, loop_fetchone, loop_queries_supported
 from chat.llm import model_catalogue
 from usage import limits, prompt_cache
 from usage.models import QuotaPeriod, SpendDay
@@ -100,7 +103,42 @@ def _settlement_statement(together: str | None) -> str:
     )
 
 
-def usage_settle(
+@dataclass(frozen=True)
+class _Settling:
+    """One settlement's statements' parameters (see usage_settle)."""
+
+    billable: int
+    record: list
+    spend: list
+    daily: list
+    quota: list
+    recorded: list  # statement by statement: how to find this attempt's record (_RECORDED_IN_TABLE)
+
+    def statement(self, together_with: tuple[str, list] | None) -> tuple[str, list]:
+        """The whole settlement as one statement (PostgreSQL)."""
+        together_sql, together_params = together_with or (None, ())
+        return _settlement_statement(together_sql), [
+            *self.record,
+            *together_params,
+            *self.spend,
+            *self.daily,
+            *self.quota,
+        ]
+
+    def settlement(self, row: tuple | None, *, admission: Admission, period: QuotaPeriod | None = None) -> Settlement:
+        """The outcome, from the quota row this attempt returned (None: settled before; then `period` as it is)."""
+        if row is not None:
+            period = QuotaPeriod(allowance=row[0], used=row[1], reserved=row[2], end=admission.period_end)
+        return Settlement(row is not None, self.billable if row is not None else 0, quota_meter(period=period))
+
+
+def _billable_tokens(cached: bool, prompt_tokens: int, completion_tokens: int) -> int:
+    if cached and settings.PROMPT_CACHE_HIT_CHARGE != "full":
+        return 0
+    return prompt_tokens + completion_tokens
+
+
+def _settling(
     *,
     admission: Admission,
     conversation_id: int | None,
@@ -109,20 +147,13 @@ def usage_settle(
     status: str,
     prompt_tokens: int,
     completion_tokens: int,
-    cached: bool = False,
-    together_with: tuple[str, list] | None = None,
-) -> Settlement:
-    """Account for one provider call (or cache hit) exactly once (I2): the usage record, the period's quota
-    moved from reserved to used at the actual amount, the day's spend and the analytics rollup, all or none.
-    `together_with`: a statement of the caller's (SQL, params) committed with them, all or none (the answer's
-    UPDATE: chat.services.turn_finish_statement). Plain SQL, one statement on PostgreSQL: it runs after every
-    message."""
+    cached: bool,
+) -> _Settling:
+    billable = _billable_tokens(cached, prompt_tokens, completion_tokens)
     if cached:
         cost = Decimal(0)  # nothing was paid to the provider
-        billable = prompt_tokens + completion_tokens if settings.PROMPT_CACHE_HIT_CHARGE == "full" else 0
     else:
         cost = cost_of(model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
-        billable = prompt_tokens + completion_tokens
     ops, now = connection.ops, timezone.now()
     request_id, created_at = admission.request_id, ops.adapt_datetimefield_value(now)
     cost_value = ops.adapt_decimalfield_value(cost, 20, 10)
@@ -147,41 +178,117 @@ def usage_settle(
         round((time.monotonic() - admission.admitted_at) * 1000),
         created_at,
     ]
-    spend = [day, model, admission.user_id % SpendDay.SHARDS, cost_value, *tallies]
-    daily = [admission.user_id, day, model, *tallies, cost_value]
-    quota = [billable, cost_value, reserved_tokens, reserved_tokens, admission.period_id]
+    return _Settling(
+        billable=billable,
+        record=record,
+        spend=[day, model, admission.user_id % SpendDay.SHARDS, cost_value, *tallies],
+        daily=[admission.user_id, day, model, *tallies, cost_value],
+        quota=[billable, cost_value, reserved_tokens, reserved_tokens, admission.period_id],
+        recorded=[request_id, created_at],
+    )
+
+
+def usage_settle(
+    *,
+    admission: Admission,
+    conversation_id: int | None,
+    message_id: int | None,
+    model: str,
+    status: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached: bool = False,
+    together_with: tuple[str, list] | None = None,
+) -> Settlement:
+    """Account for one provider call (or cache hit) exactly once (I2): the usage record, the period's quota
+    moved from reserved to used at the actual amount, the day's spend and the analytics rollup, all or none.
+    `together_with`: a statement of the caller's (SQL, params) committed with them, all or none (the answer's
+    UPDATE: chat.services.turn_finish_statement). Plain SQL, one statement on PostgreSQL: it runs after every
+    message. From async code: usage_settle_on_loop."""
+    settling = _settling(
+        admission=admission,
+        conversation_id=conversation_id,
+        message_id=message_id,
+        model=model,
+        status=status,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cached=cached,
+    )
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(
-                _settlement_statement(together_with[0] if together_with else None),
-                [*record, *(together_with[1] if together_with else ()), *spend, *daily, *quota],
-            )
+            cursor.execute(*settling.statement(together_with))
             row = cursor.fetchone()  # the quota row, if this attempt recorded the call
         else:
-            recorded = [request_id, created_at]
             with transaction.atomic(savepoint=False):
                 if together_with:
                     cursor.execute(*together_with)
-                cursor.execute(_RECORD_INSERT_SQL, record)
-                for statement, params in zip(_SETTLEMENT_STATEMENTS, (spend, daily, quota), strict=True):
-                    cursor.execute(statement, [*params, *recorded])
+                cursor.execute(_RECORD_INSERT_SQL, settling.record)
+                for statement, params in zip(
+                    _SETTLEMENT_STATEMENTS, (settling.spend, settling.daily, settling.quota), strict=True
+                ):
+                    cursor.execute(statement, [*params, *settling.recorded])
                 row = cursor.fetchone()  # before the commit: SQLite commits no statement still returning rows
     if row is None:  # settled before (a retry): report the period as it is
-        period = QuotaPeriod.objects.get(pk=admission.period_id)
-    else:
-        period = QuotaPeriod(allowance=row[0], used=row[1], reserved=row[2], end=admission.period_end)
-    return Settlement(row is not None, billable if row is not None else 0, quota_meter(period=period))
+        return settling.settlement(None, admission=admission, period=QuotaPeriod.objects.get(pk=admission.period_id))
+    return settling.settlement(row, admission=admission)
 
 
-def limits_settle(*, admission: Admission, settlement: Settlement, cache_answer: dict | None = None) -> None:
-    """After the commit: the tokens/day limit keeps what was used and gets the rest of the hold back, and
-    `cache_answer` (a complete answer) goes into the prompt cache under the admission's key: in the same
-    Redis round trip when the cache shares the limits' Redis."""
-    unused = admission.reserved_tokens - settlement.billable_tokens if settlement.recorded else 0
+async def usage_settle_on_loop(
+    *,
+    admission: Admission,
+    conversation_id: int | None,
+    message_id: int | None,
+    model: str,
+    status: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached: bool = False,
+    together_with: tuple[str, list] | None = None,
+    cache_answer: dict | None = None,
+) -> Settlement:
+    """usage_settle from async code, and with it what the settlement changes in Redis: the tokens/day limit
+    keeps what was used and gets the rest of its hold back, and `cache_answer` (a complete answer) goes into
+    the prompt cache under the admission's key.
+
+    On PostgreSQL the settlement's one statement runs on the event loop's own connection (no database thread,
+    whose hop costs more than the statement: docs/performance.md), and the give-back is sent at the same time:
+    it needs nothing the statement decides, and it counts once per request however often a settlement is
+    retried (the usage record's unique request id does the same in the database). A failure raises
+    LoopDatabaseError where the thread raises DatabaseError. Elsewhere (SQLite) in a database thread."""
+    call = {
+        "admission": admission,
+        "conversation_id": conversation_id,
+        "message_id": message_id,
+        "model": model,
+        "status": status,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "cached": cached,
+    }
+    give_back = _limits_settle_on_loop(
+        admission, used=_billable_tokens(cached, prompt_tokens, completion_tokens), cache_answer=cache_answer
+    )
+    if not loop_queries_supported():
+        settlement, _ = await asyncio.gather(in_db_thread(usage_settle)(**call, together_with=together_with), give_back)
+        return settlement
+    settling = _settling(**call)
+    row, _ = await asyncio.gather(loop_fetchone(*settling.statement(together_with)), give_back)
+    if row is None:  # settled before (a retry): report the period as it is
+        period = await in_db_thread(QuotaPeriod.objects.get)(pk=admission.period_id)
+        return settling.settlement(None, admission=admission, period=period)
+    return settling.settlement(row, admission=admission)
+
+
+async def _limits_settle_on_loop(admission: Admission, *, used: int, cache_answer: dict | None) -> None:
+    """The tokens/day limit's hold given back but for the `used` tokens (once per request), and `cache_answer`
+    stored: in the same Redis round trip when the cache shares the limits' Redis."""
     write = None
     if cache_answer is not None and admission.cache_key:
         if prompt_cache.rides_with_limits():
             write = prompt_cache.raw_write(admission.cache_key, cache_answer)
-        else:
-            prompt_cache.put(admission.cache_key, cache_answer)
-    limits.give_back_quietly(admission.tokens_limit, unused, write=write)
+        else:  # a cache of its own (local memory in the embedded default, or another server): its own client
+            await sync_to_async(prompt_cache.put, thread_sensitive=False)(admission.cache_key, cache_answer)
+    await limits.give_back_quietly_on_loop(
+        admission.tokens_limit, admission.reserved_tokens - used, write=write, once_for=admission.request_id
+    )
