@@ -145,7 +145,10 @@ class UsageRecord(models.Model):
         CHAT = "chat"
         API = "api"
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_records")
+    # Indexed by (user, created_at) below: a second index on the user alone would only cost every insert.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_records", db_index=False
+    )
     # The API key the call came with (source "api").
     api_key = models.ForeignKey(
         "users.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="usage_records"
@@ -160,7 +163,7 @@ class UsageRecord(models.Model):
     message = models.ForeignKey(
         "chat.Message", on_delete=models.SET_NULL, null=True, blank=True, related_name="usage_records"
     )
-    request_id = models.CharField(max_length=64, unique=True)
+    request_id = models.CharField(max_length=64)  # unique: see Meta
     source = models.CharField(max_length=8, choices=Source.choices)
     model = models.CharField(max_length=100)
     status = models.CharField(max_length=16)
@@ -174,6 +177,9 @@ class UsageRecord(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["user", "created_at"], name="usage_record_user_created")]
+        # A constraint rather than unique=True, whose PostgreSQL index for LIKE queries (never made on request
+        # ids) every settlement would also write. The settlement's ON CONFLICT (request_id) relies on it.
+        constraints = [models.UniqueConstraint(fields=["request_id"], name="usage_record_request_id_unique")]
 
     def __str__(self):
         return f"{self.request_id} {self.model} {self.prompt_tokens}+{self.completion_tokens}"
