@@ -132,12 +132,6 @@ class _Settling:
         return Settlement(row is not None, self.billable if row is not None else 0, quota_meter(period=period))
 
 
-def _billable_tokens(cached: bool, prompt_tokens: int, completion_tokens: int) -> int:
-    if cached and settings.PROMPT_CACHE_HIT_CHARGE != "full":
-        return 0
-    return prompt_tokens + completion_tokens
-
-
 def _settling(
     *,
     admission: Admission,
@@ -149,11 +143,12 @@ def _settling(
     completion_tokens: int,
     cached: bool,
 ) -> _Settling:
-    billable = _billable_tokens(cached, prompt_tokens, completion_tokens)
     if cached:
         cost = Decimal(0)  # nothing was paid to the provider
+        billable = prompt_tokens + completion_tokens if settings.PROMPT_CACHE_HIT_CHARGE == "full" else 0
     else:
         cost = cost_of(model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        billable = prompt_tokens + completion_tokens
     ops, now = connection.ops, timezone.now()
     request_id, created_at = admission.request_id, ops.adapt_datetimefield_value(now)
     cost_value = ops.adapt_decimalfield_value(cost, 20, 10)
@@ -215,6 +210,11 @@ def usage_settle(
         completion_tokens=completion_tokens,
         cached=cached,
     )
+    return _settle(settling, admission=admission, together_with=together_with)
+
+
+def _settle(settling: _Settling, *, admission: Admission, together_with: tuple[str, list] | None) -> Settlement:
+    """Write a settlement worked out by _settling: one statement on PostgreSQL, one transaction elsewhere."""
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(*settling.statement(together_with))
@@ -256,23 +256,22 @@ async def usage_settle_on_loop(
     it needs nothing the statement decides, and it counts once per request however often a settlement is
     retried (the usage record's unique request id does the same in the database). A failure raises
     LoopDatabaseError where the thread raises DatabaseError. Elsewhere (SQLite) in a database thread."""
-    call = {
-        "admission": admission,
-        "conversation_id": conversation_id,
-        "message_id": message_id,
-        "model": model,
-        "status": status,
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "cached": cached,
-    }
-    give_back = _limits_settle_on_loop(
-        admission, used=_billable_tokens(cached, prompt_tokens, completion_tokens), cache_answer=cache_answer
+    settling = _settling(
+        admission=admission,
+        conversation_id=conversation_id,
+        message_id=message_id,
+        model=model,
+        status=status,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cached=cached,
     )
+    give_back = _limits_settle_on_loop(admission, used=settling.billable, cache_answer=cache_answer)
     if not loop_queries_supported():
-        settlement, _ = await asyncio.gather(in_db_thread(usage_settle)(**call, together_with=together_with), give_back)
+        settlement, _ = await asyncio.gather(
+            in_db_thread(_settle)(settling, admission=admission, together_with=together_with), give_back
+        )
         return settlement
-    settling = _settling(**call)
     row, _ = await asyncio.gather(loop_fetchone(*settling.statement(together_with)), give_back)
     if row is None:  # settled before (a retry): report the period as it is
         period = await in_db_thread(QuotaPeriod.objects.get)(pk=admission.period_id)
