@@ -16,7 +16,10 @@ In one run, alternating message by message on the same database (and Redis):
 
 Added = gated - baseline, p50 and p99. Redis commands are counted per gated message. Moderation, a call to the
 provider's moderations endpoint, is timed on its own against the dev LLM (loopback), since its cost is the
-provider's latency. Results: docs/performance.md.
+provider's latency. With production settings the run also times this machine's floor: the cheapest round trip
+to each store from the event loop, and one to both at once (the gate and the settlement each send one pair);
+the added cost is a few of these plus the statements' own work, so the floor says how this machine compares
+with the one of another run. Results: docs/performance.md.
 """
 
 import argparse
@@ -140,6 +143,37 @@ async def time_moderation(calls: int) -> tuple[float, float]:
     return percentile(timings, 50) * 1000, percentile(timings, 99) * 1000
 
 
+async def time_round_trips(calls: int) -> dict[str, float] | None:
+    """p50 (ms) of the cheapest round trip from the event loop to PostgreSQL (SELECT 1 on the loop's
+    connection), to Redis (PING on an asyncio client) and to both at once; None without them."""
+    from django.conf import settings
+    from redis.asyncio import Redis
+
+    from aisaas.db import loop_connections_close, loop_fetchone, loop_queries_supported
+
+    if not (loop_queries_supported() and settings.REDIS_URL):
+        return None
+    redis = Redis.from_url(settings.REDIS_URL)
+    trips = {
+        "PostgreSQL": lambda: loop_fetchone("SELECT 1", []),
+        "Redis": redis.ping,
+        "both at once": lambda: asyncio.gather(loop_fetchone("SELECT 1", []), redis.ping()),
+    }
+    floor = {}
+    for name, trip in trips.items():
+        for _ in range(50):
+            await trip()
+        timings = []
+        for _ in range(calls):
+            started = time.perf_counter()
+            await trip()
+            timings.append(time.perf_counter() - started)
+        floor[name] = percentile(timings, 50) * 1000
+    await redis.aclose()
+    loop_connections_close()
+    return floor
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=2000)
@@ -155,6 +189,7 @@ def main():
         django_setup({**env, "LLM_BASE_URL": f"{devllm.url}/v1", "LLM_API_KEY": "bench-key"})
         result = asyncio.run(run(args.messages))
         moderation_p50, moderation_p99 = asyncio.run(time_moderation(300))
+        floor = asyncio.run(time_round_trips(2000))
     finally:
         devllm.stop()
     print(
@@ -164,6 +199,9 @@ def main():
     )
     print("Redis commands per gated message:", result["redis_commands_per_message"] or "none (local memory)")
     print(f"moderation call (dev LLM, loopback): p50 {moderation_p50:.2f} ms / p99 {moderation_p99:.2f} ms")
+    if floor:
+        trips = ", ".join(f"{name} {ms:.2f} ms" for name, ms in floor.items())
+        print(f"this machine's round trip from the event loop, p50: {trips}")
 
 
 if __name__ == "__main__":
