@@ -129,16 +129,24 @@ async def run(messages: int) -> dict:
     }
 
 
-async def time_moderation(calls: int) -> tuple[float, float]:
-    from chat.llm import clients_close, moderation_categories
-
-    for _ in range(10):
-        await moderation_categories("warm up")
+async def timed(call, *, calls: int, warm_up: int) -> list[float]:
+    """Seconds each of `calls` awaits of `call(number)` took, after `warm_up` untimed ones."""
+    for number in range(warm_up):
+        await call(-number - 1)
     timings = []
     for number in range(calls):
         started = time.perf_counter()
-        await moderation_categories(f"Is this message fine? {number}")
+        await call(number)
         timings.append(time.perf_counter() - started)
+    return timings
+
+
+async def time_moderation(calls: int) -> tuple[float, float]:
+    from chat.llm import clients_close, moderation_categories
+
+    timings = await timed(
+        lambda number: moderation_categories(f"Is this message fine? {number}"), calls=calls, warm_up=10
+    )
     await clients_close()
     return percentile(timings, 50) * 1000, percentile(timings, 99) * 1000
 
@@ -155,20 +163,11 @@ async def time_round_trips(calls: int) -> dict[str, float] | None:
         return None
     redis = Redis.from_url(settings.REDIS_URL)
     trips = {
-        "PostgreSQL": lambda: loop_fetchone("SELECT 1", []),
-        "Redis": redis.ping,
-        "both at once": lambda: asyncio.gather(loop_fetchone("SELECT 1", []), redis.ping()),
+        "PostgreSQL": lambda _: loop_fetchone("SELECT 1", []),
+        "Redis": lambda _: redis.ping(),
+        "both at once": lambda _: asyncio.gather(loop_fetchone("SELECT 1", []), redis.ping()),
     }
-    floor = {}
-    for name, trip in trips.items():
-        for _ in range(50):
-            await trip()
-        timings = []
-        for _ in range(calls):
-            started = time.perf_counter()
-            await trip()
-            timings.append(time.perf_counter() - started)
-        floor[name] = percentile(timings, 50) * 1000
+    floor = {name: percentile(await timed(trip, calls=calls, warm_up=50), 50) * 1000 for name, trip in trips.items()}
     await redis.aclose()
     loop_connections_close()
     return floor
