@@ -16,9 +16,10 @@ from django.utils import timezone
 
 from aisaas.db import in_db_thread
 from chat import services as chat_services
+from tests.factories import UserFactory
 from tests.usage.conftest import make_plan
 from usage import limits, services
-from usage.errors import LimitReached
+from usage.errors import AccountSuspended, LimitReached
 from usage.models import QuotaPeriod, UsageRecord
 from usage.services import gate
 from usage.services import settle as usage_settle_module
@@ -109,6 +110,39 @@ async def test_a_plan_changed_since_last_time_is_the_one_applied(user, step_by_s
     assert step_by_step == [user.pk, user.pk, user.pk]  # the new plan made the request a different one
     # The refused request holds nothing.
     assert (await period_of(user)).reserved == first.reserved_tokens + second.reserved_tokens
+
+
+async def test_a_returning_callers_request_is_worked_out_once_when_only_the_usage_changed(user):
+    """The caller's checks (the model, the prompt) run once per message as long as the plan is the one of last
+    time; a changed plan has them run again on the fresh state."""
+    await on_plan(user)
+    asked = []
+
+    async def arguments_for(state):
+        asked.append(state.plan.requests_per_minute)
+        return {"user": user, "state": state, "model": "demo-mini", "prompt": [{"role": "user", "content": "Hi"}],
+                "source": "chat", "cacheable": False}  # fmt: skip
+
+    await gate.gate_pass_on_loop(user=user, arguments_for=arguments_for)  # new: read, then asked
+    asked.clear()
+    await gate.gate_pass_on_loop(user=user, arguments_for=arguments_for)  # as last time: asked before reading
+    assert asked == [1000]
+    await on_plan(user, requests_per_minute=50)
+    asked.clear()
+    _, arguments, _ = await gate.gate_pass_on_loop(user=user, arguments_for=arguments_for)
+    assert asked == [1000, 50] and arguments["state"].plan.requests_per_minute == 50
+
+
+async def test_a_user_suspended_since_last_time_is_refused_and_holds_nothing(user):
+    await on_plan(user)
+    first = await admit(user)
+    staff = await in_db_thread(UserFactory)(is_staff=True)
+    await in_db_thread(services.account_suspend)(actor=staff, user=user, reason="Abuse report")
+
+    with pytest.raises(AccountSuspended):
+        await admit(user)
+
+    assert (await period_of(user)).reserved == first.reserved_tokens  # what the refused request held is back
 
 
 async def test_a_refused_returning_caller_keeps_nothing_it_took(user, step_by_step):

@@ -268,8 +268,16 @@ def _plan_converters(vendor: str) -> list[tuple]:
 
 
 def _plan_from_row(values) -> Plan:
+    return _plan_from_values(tuple(values), connection.vendor)
+
+
+@functools.lru_cache(maxsize=256)
+def _plan_from_values(values: tuple, vendor: str) -> Plan:
+    """The Plan of a row's plan columns. Memoized by the columns: every paid call reads its plan, which seldom
+    changes, and any edit changes a column and so the key. The same row gives the same object, which is why
+    the gate can tell an unchanged plan by identity (_asks_as_before); callers only read it."""
     fields = {}
-    for value, (field, expression, converters) in zip(values, _plan_converters(connection.vendor), strict=True):
+    for value, (field, expression, converters) in zip(values, _plan_converters(vendor), strict=True):
         for converter in converters:
             value = converter(value, expression, connection)
         fields[field.attname] = value
@@ -494,7 +502,11 @@ async def gate_pass_on_loop(
     in one round trip to each store at once: the read and the quota reservation go to PostgreSQL as one
     statement while the limits are taken in Redis, each sized by last time's state. The fresh read decides:
     if it makes the same request and nothing refuses, that is the admission; otherwise both are given back
-    and the gate runs step by step on the fresh state. The outcome is the same as the step-by-step way's."""
+    and the gate runs step by step on the fresh state. The outcome is the same as the step-by-step way's.
+
+    `arguments_for` may depend on what was read only through the plan, the suspension and the key's holder,
+    not on the usage and spend figures: when only those changed since last time, its arguments from last
+    time are used with the fresh state instead of asking it again (_asks_as_before)."""
     caller = user.pk if key_hash is None else key_hash
     last = _admitted_callers.get(caller)
     passed = None
@@ -530,7 +542,8 @@ async def _pass_as_last_time(
     """gate_pass_on_loop's one round trip to each store. None when that is not tried (last time's state
     already refuses the request) or the fresh read finds no plan or no such key: the step-by-step way then."""
     try:
-        request = _request_from(await arguments_for(last))
+        asked = await arguments_for(last)
+        request = _request_from(asked)
     except Exception:  # the step-by-step way says why, from the fresh state
         return None
     take = asyncio.ensure_future(limits.take_on_loop(request.limits, read=_cache_read(request)))
@@ -556,9 +569,13 @@ async def _pass_as_last_time(
         return None
     found = _holder_and_state(row[:-1]) if by_api_key else _state_from_row(row[:-1], user_id=holder)
     try:
-        arguments = await arguments_for(found)
-        state = arguments["state"]
-        if _request_from(arguments) == request and taken and held_in is not None and not spend_cap_reached(state):
+        if _asks_as_before(found, last):  # the same arguments but the state, so the same request
+            state = found[1] if by_api_key else found
+            arguments, same_request = {**asked, "state": state}, True
+        else:
+            arguments = await arguments_for(found)
+            state, same_request = arguments["state"], _request_from(arguments) == request
+        if same_request and taken and held_in is not None and not spend_cap_reached(state):
             cached_answer = await _cached_answer_on_loop(request, take.result())
             return found, arguments, _admission(request, state.period, cached_answer)
     except BaseException:
@@ -566,6 +583,18 @@ async def _pass_as_last_time(
         raise
     await asyncio.shield(_give_back(request, taken=taken, held_in=held_in))
     return found, arguments, await gate_admit_on_loop(**arguments)
+
+
+def _asks_as_before(found: Found, last: Found) -> bool:
+    """Whether what was read differs from last time only in the usage and spend figures (the period, the spend,
+    the caps): then arguments_for gives what it gave for `last`, but the state (gate_pass_on_loop)."""
+    if isinstance(found, tuple):
+        (holder, state), (last_holder, last_state) = found, last
+        if (holder.api_key_id, holder.user.pk) != (last_holder.api_key_id, last_holder.user.pk):
+            return False
+    else:
+        state, last_state = found, last
+    return state.plan is last_state.plan and state.suspended == last_state.suspended
 
 
 def _request_from(arguments: dict) -> _Request:
