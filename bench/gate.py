@@ -40,9 +40,9 @@ async def run(messages: int) -> dict:
     """Both paths as the server runs them, from an event loop: the gate and the settlement on the loop
     (PostgreSQL) or in database threads (SQLite), the turn in a database thread."""
     from django.conf import settings
-    from redis.asyncio.connection import Connection as AsyncConnection
     from redis.connection import Connection
 
+    from aisaas import loop_redis
     from aisaas.db import in_db_thread, loop_execute, loop_queries_supported
     from aisaas.users.services import user_create_verified
     from chat import services as chat
@@ -100,26 +100,26 @@ async def run(messages: int) -> dict:
         await gated(-number - 1)
 
     commands = collections.Counter()
-    sync_send, async_send = Connection.send_command, AsyncConnection.send_command
+    sync_send, loop_send = Connection.send_command, loop_redis._Protocol.send
 
     def counting_send(self, *args, **kwargs):
         commands[str(args[0]).upper()] += 1
         return sync_send(self, *args, **kwargs)
 
-    async def counting_async_send(self, *args, **kwargs):
-        commands[str(args[0]).upper()] += 1
-        return await async_send(self, *args, **kwargs)
+    def counting_loop_send(self, *parts):
+        commands[str(parts[0]).upper()] += 1
+        return loop_send(self, *parts)
 
     timings = {"baseline": [], "gated": []}
     for number in range(messages):
         started = time.perf_counter()
         await baseline(number)
         timings["baseline"].append(time.perf_counter() - started)
-        Connection.send_command, AsyncConnection.send_command = counting_send, counting_async_send
+        Connection.send_command, loop_redis._Protocol.send = counting_send, counting_loop_send
         started = time.perf_counter()
         await gated(number)
         timings["gated"].append(time.perf_counter() - started)
-        Connection.send_command, AsyncConnection.send_command = sync_send, async_send
+        Connection.send_command, loop_redis._Protocol.send = sync_send, loop_send
     await clients_close()
 
     return {
@@ -153,22 +153,22 @@ async def time_moderation(calls: int) -> tuple[float, float]:
 
 async def time_round_trips(calls: int) -> dict[str, float] | None:
     """p50 (ms) of the cheapest round trip from the event loop to PostgreSQL (SELECT 1 on the loop's
-    connection), to Redis (PING on an asyncio client) and to both at once; None without them."""
+    connection), to Redis (PING on the loop's own client, aisaas.loop_redis) and to both at once; None without them."""
     from django.conf import settings
-    from redis.asyncio import Redis
 
     from aisaas.db import loop_connections_close, loop_fetchone, loop_queries_supported
+    from aisaas.loop_redis import LoopRedis
 
     if not (loop_queries_supported() and settings.REDIS_URL):
         return None
-    redis = Redis.from_url(settings.REDIS_URL)
+    redis = LoopRedis(settings.REDIS_URL)
     trips = {
         "PostgreSQL": lambda _: loop_fetchone("SELECT 1", []),
-        "Redis": lambda _: redis.ping(),
-        "both at once": lambda _: asyncio.gather(loop_fetchone("SELECT 1", []), redis.ping()),
+        "Redis": lambda _: redis.execute("PING"),
+        "both at once": lambda _: asyncio.gather(loop_fetchone("SELECT 1", []), redis.execute("PING")),
     }
     floor = {name: percentile(await timed(trip, calls=calls, warm_up=50), 50) * 1000 for name, trip in trips.items()}
-    await redis.aclose()
+    redis.close()
     loop_connections_close()
     return floor
 

@@ -15,6 +15,7 @@ refuses the request (I8).
 """
 
 import asyncio
+import functools
 import logging
 import math
 import threading
@@ -24,8 +25,9 @@ from dataclasses import dataclass
 
 from django.core.cache import caches
 from django_redis.cache import RedisCache
-from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
+
+from aisaas.loop_redis import LoopRedis, Script
 
 LIMITS_ALIAS = "limits"
 
@@ -112,6 +114,10 @@ end
 if #KEYS >= next_key then redis.call('SET', KEYS[next_key], ARGV[3], 'PX', ARGV[4]) end
 return 1
 """
+
+# The scripts with their SHA1, for EVALSHA from the event loop (aisaas.loop_redis); RedisLimiter registers them
+# on its own client.
+_TAKE_SCRIPT, _GIVE_BACK_SCRIPT = Script(_TAKE), Script(_GIVE_BACK)
 
 # How long a give-back marked `once_for` a request is remembered: far longer than a settlement's retries.
 ONCE_FOR_SECONDS = 600
@@ -257,12 +263,13 @@ def _scripts_on_loop(cache: RedisCache) -> tuple:
     location = (cache._server if isinstance(cache._server, str) else cache._server[0]).split(",")[0]
     if location not in per_loop:
         options = cache._params.get("OPTIONS", {})
-        client = AsyncRedis.from_url(
-            location,
-            socket_connect_timeout=options.get("SOCKET_CONNECT_TIMEOUT"),
-            socket_timeout=options.get("SOCKET_TIMEOUT"),
+        client = LoopRedis(
+            location, connect_timeout=options.get("SOCKET_CONNECT_TIMEOUT"), timeout=options.get("SOCKET_TIMEOUT")
         )
-        per_loop[location] = (client.register_script(_TAKE), client.register_script(_GIVE_BACK))
+        per_loop[location] = (
+            functools.partial(client.run_script, _TAKE_SCRIPT),
+            functools.partial(client.run_script, _GIVE_BACK_SCRIPT),
+        )
     return per_loop[location]
 
 

@@ -6,9 +6,9 @@ import os
 import pytest
 from asgiref.sync import async_to_sync
 from django.core.cache import caches
-from redis.asyncio.connection import Connection as AsyncConnection
 from redis.connection import Connection
 
+from aisaas import loop_redis
 from aisaas.db import in_db_thread
 from tests.usage.conftest import make_plan
 from usage import limits, prompt_cache, services
@@ -48,18 +48,18 @@ settle = async_to_sync(settle_on_loop)
 def redis_commands(monkeypatch):
     """The Redis commands sent from here on by any client (threads' and event loops'), by name."""
     sent = []
-    sync_send, async_send = Connection.send_command, AsyncConnection.send_command
+    sync_send, loop_send = Connection.send_command, loop_redis._Protocol.send
 
     def counting(self, *args, **kwargs):
         sent.append(str(args[0]).upper())
         return sync_send(self, *args, **kwargs)
 
-    async def counting_async(self, *args, **kwargs):
-        sent.append(str(args[0]).upper())
-        return await async_send(self, *args, **kwargs)
+    def counting_on_loop(self, *parts):
+        sent.append(str(parts[0]).upper())
+        return loop_send(self, *parts)
 
     monkeypatch.setattr(Connection, "send_command", counting)
-    monkeypatch.setattr(AsyncConnection, "send_command", counting_async)
+    monkeypatch.setattr(loop_redis._Protocol, "send", counting_on_loop)
     return sent
 
 

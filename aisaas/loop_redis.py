@@ -1,0 +1,210 @@
+"""A small Redis client for the event loop, for the few scripts that run before and after every paid call
+(usage.limits: the rate limits' take and give-back, with the prompt cache riding along).
+
+redis-py's asyncio client costs about twice the CPU per script call (its connection pool, retry wrapper and
+stream reader: bench/gate.py, docs/performance.md), and on the request path that CPU is the user's time. This
+one keeps one connection per event loop and pipelines on it: each call writes its command at once and waits
+for its own reply, the replies coming back in the order the commands went out. It speaks RESP2 and raises
+redis-py's exceptions, so callers handle errors as they would with redis-py.
+
+Any failure (a lost connection, a timeout, a reply that cannot be read) closes the connection and fails
+every call waiting on it: a reply can then never be taken for another call's. The next call reconnects.
+"""
+
+import asyncio
+import collections
+import hashlib
+import ssl
+from dataclasses import dataclass, field
+
+from redis.connection import parse_url
+from redis.exceptions import ConnectionError, NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+
+class _Protocol(asyncio.Protocol):
+    """One connection: commands out, replies matched first in, first out to the calls waiting for them."""
+
+    def __init__(self):
+        self.transport: asyncio.Transport | None = None
+        self.waiting: collections.deque[asyncio.Future] = collections.deque()
+        self.buffer = bytearray()
+        self.lost: Exception | None = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.buffer += data
+        while self.waiting:
+            try:
+                parsed = _parse(self.buffer, 0)
+            except ValueError as error:
+                self.fail(ConnectionError(f"Unreadable reply from Redis: {error}"))
+                return
+            if parsed is None:  # the rest of the reply is still on its way
+                return
+            reply, end = parsed
+            del self.buffer[:end]
+            waiter = self.waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(reply)
+
+    def connection_lost(self, exc):
+        self.fail(ConnectionError(f"Connection to Redis lost: {exc or 'closed by the server'}"))
+
+    def fail(self, error: Exception) -> None:
+        """Close the connection and fail every call waiting on it."""
+        self.lost = self.lost or error
+        if self.transport is not None:
+            self.transport.abort()
+        while self.waiting:
+            waiter = self.waiting.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+
+    def send(self, *parts) -> asyncio.Future:
+        if self.lost is not None:
+            raise self.lost
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiting.append(waiter)
+        self.transport.write(_command(parts))
+        return waiter
+
+
+def _command(parts) -> bytes:
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        if isinstance(part, str):
+            part = part.encode()
+        elif isinstance(part, int | float):
+            part = repr(part).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(part), part))
+    return b"".join(out)
+
+
+def _parse(buffer: bytearray, start: int):
+    """(reply, end) of the RESP2 reply at `start`, or None if it is not complete yet. An error reply is returned
+    as a ResponseError (or NoScriptError) instance, raised by the caller."""
+    line_end = buffer.find(b"\r\n", start)
+    if line_end < 0:
+        return None
+    kind, line, after = buffer[start], bytes(buffer[start + 1 : line_end]), line_end + 2
+    if kind == ord(":"):
+        return int(line), after
+    if kind == ord("$"):
+        length = int(line)
+        if length < 0:
+            return None, after
+        if len(buffer) < after + length + 2:
+            return None
+        return bytes(buffer[after : after + length]), after + length + 2
+    if kind == ord("*"):
+        count = int(line)
+        if count < 0:
+            return None, after
+        items = []
+        for _ in range(count):
+            parsed = _parse(buffer, after)
+            if parsed is None:
+                return None
+            item, after = parsed
+            items.append(item)
+        return items, after
+    if kind == ord("+"):
+        return line, after
+    if kind == ord("-"):
+        message = line.decode(errors="replace")
+        return (NoScriptError if message.startswith("NOSCRIPT") else ResponseError)(message), after
+    raise ValueError(f"unknown reply type {chr(kind)!r}")
+
+
+@dataclass(frozen=True)
+class Script:
+    """A Lua script and its SHA1, by which the server knows it once loaded."""
+
+    source: str
+    sha: str = field(init=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())  # noqa: S324 (Redis's)
+
+
+def _tls_context(options: dict) -> ssl.SSLContext:
+    """A rediss:// URL's TLS, with redis-py's query options for it (ssl_ca_certs, ssl_cert_reqs)."""
+    context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
+    if options.get("ssl_cert_reqs") in ("none", ssl.CERT_NONE):  # a managed Redis with a self-signed certificate
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    return context
+
+
+class LoopRedis:
+    """A Redis server, as REDIS_URL-style `url` names it, for the event loop this is created on."""
+
+    def __init__(self, url: str, *, connect_timeout: float | None = None, timeout: float | None = None):
+        self.options = parse_url(url)
+        self.secure = url.startswith("rediss://")
+        self.connect_timeout = connect_timeout
+        self.timeout = timeout
+        self.protocol: _Protocol | None = None
+        self.connecting = asyncio.Lock()
+
+    async def _connected(self) -> _Protocol:
+        if self.protocol is not None and self.protocol.lost is None:
+            return self.protocol
+        async with self.connecting:
+            if self.protocol is None or self.protocol.lost is not None:
+                self.protocol = await self._connect()
+        return self.protocol
+
+    async def _connect(self) -> _Protocol:
+        loop, options = asyncio.get_running_loop(), self.options
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                if "path" in options:
+                    _, protocol = await loop.create_unix_connection(_Protocol, options["path"])
+                else:
+                    _, protocol = await loop.create_connection(
+                        _Protocol,
+                        options.get("host", "localhost"),
+                        options.get("port", 6379),
+                        ssl=_tls_context(options) if self.secure else None,
+                    )
+                setup = []
+                if options.get("password"):
+                    setup.append(("AUTH", *filter(None, [options.get("username")]), options["password"]))
+                if options.get("db"):
+                    setup.append(("SELECT", options["db"]))
+                for reply in await asyncio.gather(*(protocol.send(*command) for command in setup)):
+                    if isinstance(reply, Exception):
+                        protocol.fail(ConnectionError(f"Redis refused the connection's set-up: {reply}"))
+                        raise protocol.lost
+        except OSError as error:  # TimeoutError included
+            raise ConnectionError(f"Cannot connect to Redis: {error}") from None
+        return protocol
+
+    async def execute(self, *parts):
+        """One command's reply; raises redis.exceptions.ConnectionError, TimeoutError or ResponseError. A call
+        cancelled while it waits leaves its place in the queue: its reply, when it comes, is dropped."""
+        protocol = await self._connected()
+        waiter = protocol.send(*parts)
+        try:
+            async with asyncio.timeout(self.timeout):
+                reply = await waiter
+        except TimeoutError:
+            protocol.fail(RedisTimeoutError("Timed out waiting for Redis"))
+            raise protocol.lost from None
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    async def run_script(self, script: Script, keys: list, args: list):
+        """EVALSHA of `script`, loaded with EVAL when the server does not have it yet (or lost it)."""
+        try:
+            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await self.execute("EVAL", script.source, len(keys), *keys, *args)
+
+    def close(self) -> None:
+        if self.protocol is not None:
+            self.protocol.fail(ConnectionError("Closed"))
