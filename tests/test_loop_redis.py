@@ -153,7 +153,7 @@ async def _redis_proxy(**serve):
         server_reader, server_writer = await asyncio.open_connection(target["host"], target["port"])
 
         async def pipe(reader, writer):
-            with contextlib.suppress(ConnectionError, OSError):
+            with contextlib.suppress(OSError):  # either side closed
                 while data := await reader.read(65536):
                     writer.write(data)
                     await writer.drain()

@@ -252,8 +252,9 @@ def limiter() -> RedisLimiter | LocalLimiter:
     return _redis_limiters[cache]
 
 
-# The limits' scripts on an asyncio Redis client of each event loop, for the gate and the settlement running on
-# the loop (usage.services.gate_pass_on_loop, usage_settle_on_loop): the same scripts and keys as RedisLimiter.
+# The limits' scripts on each event loop's own Redis client (aisaas.loop_redis), for the gate and the settlement
+# running on the loop (usage.services.gate_pass_on_loop, usage_settle_on_loop): the same scripts and keys as
+# RedisLimiter.
 _loop_scripts: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict]" = weakref.WeakKeyDictionary()
 
 
