@@ -22,8 +22,9 @@ from redis.exceptions import ConnectionError, NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
-class _Protocol(asyncio.Protocol):
-    """One connection: commands out, replies matched first in, first out to the calls waiting for them."""
+class LoopConnection(asyncio.Protocol):
+    """One connection: commands out, replies matched first in, first out to the calls waiting for them. Every
+    command goes through `send` (tests and bench/gate.py count them there)."""
 
     def __init__(self):
         self.transport: asyncio.Transport | None = None
@@ -146,26 +147,26 @@ class LoopRedis:
         self.secure = url.startswith("rediss://")
         self.connect_timeout = connect_timeout
         self.timeout = timeout
-        self.protocol: _Protocol | None = None
+        self.connection: LoopConnection | None = None
         self.connecting = asyncio.Lock()
 
-    async def _connected(self) -> _Protocol:
-        if self.protocol is not None and self.protocol.lost is None:
-            return self.protocol
+    async def _connected(self) -> LoopConnection:
+        if self.connection is not None and self.connection.lost is None:
+            return self.connection
         async with self.connecting:
-            if self.protocol is None or self.protocol.lost is not None:
-                self.protocol = await self._connect()
-        return self.protocol
+            if self.connection is None or self.connection.lost is not None:
+                self.connection = await self._connect()
+        return self.connection
 
-    async def _connect(self) -> _Protocol:
+    async def _connect(self) -> LoopConnection:
         loop, options = asyncio.get_running_loop(), self.options
         try:
             async with asyncio.timeout(self.connect_timeout):
                 if "path" in options:
-                    _, protocol = await loop.create_unix_connection(_Protocol, options["path"])
+                    _, connection = await loop.create_unix_connection(LoopConnection, options["path"])
                 else:
-                    _, protocol = await loop.create_connection(
-                        _Protocol,
+                    _, connection = await loop.create_connection(
+                        LoopConnection,
                         options.get("host", "localhost"),
                         options.get("port", 6379),
                         ssl=_tls_context(options) if self.secure else None,
@@ -175,25 +176,25 @@ class LoopRedis:
                     setup.append(("AUTH", *filter(None, [options.get("username")]), options["password"]))
                 if options.get("db"):
                     setup.append(("SELECT", options["db"]))
-                for reply in await asyncio.gather(*(protocol.send(*command) for command in setup)):
+                for reply in await asyncio.gather(*(connection.send(*command) for command in setup)):
                     if isinstance(reply, Exception):
-                        protocol.fail(ConnectionError(f"Redis refused the connection's set-up: {reply}"))
-                        raise protocol.lost
+                        connection.fail(ConnectionError(f"Redis refused the connection's set-up: {reply}"))
+                        raise connection.lost
         except OSError as error:  # TimeoutError included
             raise ConnectionError(f"Cannot connect to Redis: {error}") from None
-        return protocol
+        return connection
 
     async def execute(self, *parts):
         """One command's reply; raises redis.exceptions.ConnectionError, TimeoutError or ResponseError. A call
         cancelled while it waits leaves its place in the queue: its reply, when it comes, is dropped."""
-        protocol = await self._connected()
-        waiter = protocol.send(*parts)
+        connection = await self._connected()
+        waiter = connection.send(*parts)
         try:
             async with asyncio.timeout(self.timeout):
                 reply = await waiter
         except TimeoutError:
-            protocol.fail(RedisTimeoutError("Timed out waiting for Redis"))
-            raise protocol.lost from None
+            connection.fail(RedisTimeoutError("Timed out waiting for Redis"))
+            raise connection.lost from None
         if isinstance(reply, Exception):
             raise reply
         return reply
@@ -206,5 +207,5 @@ class LoopRedis:
             return await self.execute("EVAL", script.source, len(keys), *keys, *args)
 
     def close(self) -> None:
-        if self.protocol is not None:
-            self.protocol.fail(ConnectionError("Closed"))
+        if self.connection is not None:
+            self.connection.fail(ConnectionError("Closed"))

@@ -100,7 +100,7 @@ async def run(messages: int) -> dict:
         await gated(-number - 1)
 
     commands = collections.Counter()
-    sync_send, loop_send = Connection.send_command, loop_redis._Protocol.send
+    sync_send, loop_send = Connection.send_command, loop_redis.LoopConnection.send
 
     def counting_send(self, *args, **kwargs):
         commands[str(args[0]).upper()] += 1
@@ -115,11 +115,11 @@ async def run(messages: int) -> dict:
         started = time.perf_counter()
         await baseline(number)
         timings["baseline"].append(time.perf_counter() - started)
-        Connection.send_command, loop_redis._Protocol.send = counting_send, counting_loop_send
+        Connection.send_command, loop_redis.LoopConnection.send = counting_send, counting_loop_send
         started = time.perf_counter()
         await gated(number)
         timings["gated"].append(time.perf_counter() - started)
-        Connection.send_command, loop_redis._Protocol.send = sync_send, loop_send
+        Connection.send_command, loop_redis.LoopConnection.send = sync_send, loop_send
     await clients_close()
 
     return {

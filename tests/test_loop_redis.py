@@ -13,19 +13,19 @@ from django.conf import settings
 from redis.exceptions import ConnectionError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from aisaas.loop_redis import LoopRedis, Script, _Protocol
+from aisaas.loop_redis import LoopConnection, LoopRedis, Script
 
 needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="needs a real Redis: set REDIS_URL (.ci/run does)")
 ECHO_ARGV = Script("return ARGV[1]")
 
 
 class _Waiting:
-    """A _Protocol without a socket: what it hands to the calls waiting on it."""
+    """A LoopConnection without a socket: what it hands to the calls waiting on it."""
 
     def __init__(self, calls: int):
-        self.protocol = _Protocol()
+        self.connection = LoopConnection()
         self.waiters = [asyncio.get_running_loop().create_future() for _ in range(calls)]
-        self.protocol.waiting.extend(self.waiters)
+        self.connection.waiting.extend(self.waiters)
 
     def results(self) -> list:
         return [waiter.result() if waiter.done() else "pending" for waiter in self.waiters]
@@ -36,23 +36,23 @@ async def test_replies_split_anywhere_reach_their_calls_in_order():
     replies = take + b"$-1\r\n" + b"*2\r\n*1\r\n:7\r\n$0\r\n\r\n"
     waiting = _Waiting(3)
     for byte in replies:  # one byte at a time: every reply arrives split at every possible place
-        waiting.protocol.data_received(bytes([byte]))
+        waiting.connection.data_received(bytes([byte]))
     assert waiting.results() == [[1, 0, 42, 0, 1795831324435, b"hello"], None, [[7], b""]]
-    assert not waiting.protocol.buffer
+    assert not waiting.connection.buffer
 
 
 async def test_an_error_reply_is_handed_to_its_call_and_the_next_reply_to_the_next():
     waiting = _Waiting(3)
-    waiting.protocol.data_received(b"-NOSCRIPT No matching script.\r\n-ERR wrong\r\n+OK\r\n")
+    waiting.connection.data_received(b"-NOSCRIPT No matching script.\r\n-ERR wrong\r\n+OK\r\n")
     noscript, error, ok = waiting.results()
     assert type(noscript).__name__ == "NoScriptError" and isinstance(error, ResponseError) and ok == b"OK"
 
 
 async def test_an_unreadable_reply_fails_every_waiting_call_rather_than_guess():
     waiting = _Waiting(2)
-    waiting.protocol.data_received(b"?what\r\n:1\r\n")
+    waiting.connection.data_received(b"?what\r\n:1\r\n")
     assert all(isinstance(waiter.exception(), ConnectionError) for waiter in waiting.waiters)
-    assert waiting.protocol.lost is not None
+    assert waiting.connection.lost is not None
 
 
 @pytest.fixture

@@ -48,7 +48,7 @@ settle = async_to_sync(settle_on_loop)
 def redis_commands(monkeypatch):
     """The Redis commands sent from here on by any client (threads' and event loops'), by name."""
     sent = []
-    sync_send, loop_send = Connection.send_command, loop_redis._Protocol.send
+    sync_send, loop_send = Connection.send_command, loop_redis.LoopConnection.send
 
     def counting(self, *args, **kwargs):
         sent.append(str(args[0]).upper())
@@ -59,7 +59,7 @@ def redis_commands(monkeypatch):
         return loop_send(self, *parts)
 
     monkeypatch.setattr(Connection, "send_command", counting)
-    monkeypatch.setattr(loop_redis._Protocol, "send", counting_on_loop)
+    monkeypatch.setattr(loop_redis.LoopConnection, "send", counting_on_loop)
     return sent
 
 
