@@ -64,6 +64,25 @@ def _timed_on_loop(func, label: str):
     return timed
 
 
+def _timed_soon(func, label: str):
+    """`func` (returning a future, as limits.take_soon) recording when it is called and when its future is
+    done, and the time between, as `label`."""
+
+    def timed(*args, **kwargs):
+        _mark(f"{label}_start")
+        started = time.monotonic()
+
+        def done(_):
+            _marks[f"{label}_ms"] = (time.monotonic() - started) * 1000
+            _mark(f"{label}_end")
+
+        future = func(*args, **kwargs)
+        future.add_done_callback(done)
+        return future
+
+    return timed
+
+
 def _traced_db_hop(func):
     """gate.in_db_thread with marks: when the hop is called, when its thread starts and ends, when it is back."""
     hop = _in_db_thread(_timed(func, "gate_thread"))
@@ -117,7 +136,7 @@ gate._gate_row_on_loop = _timed_on_loop(gate._gate_row_on_loop, "gate_read")
 gate.loop_execute = _timed_on_loop(gate.loop_execute, "reservation")
 # A returning caller's read and reservation in one statement (gate_pass_on_loop): every gate query on the loop.
 gate.loop_fetchone = _timed_on_loop(gate.loop_fetchone, "gate_query")
-limits.take_on_loop = _timed_on_loop(limits.take_on_loop, "limits")
+limits.take_soon = _timed_soon(limits.take_soon, "limits")
 
 
 async def _http(scope, receive, send):

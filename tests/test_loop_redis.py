@@ -123,6 +123,56 @@ async def test_a_cancelled_call_does_not_shift_the_replies_of_the_calls_after_it
     assert await client.execute("ECHO", "mine") == b"mine"
 
 
+@needs_redis
+async def test_a_script_soon_goes_out_after_what_the_caller_sends_in_this_turn_and_gives_its_reply(client):
+    await client.execute("PING")  # connected: script_soon then sends without a task
+    key = f"loop-redis:{uuid.uuid4().hex}"
+    sent = []
+    send = client.connection.send
+    client.connection.send = lambda *parts: sent.append(parts[0]) or send(*parts)
+    set_first = asyncio.ensure_future(client.execute("SET", key, 41))  # a task: it runs in the loop's next turn
+    reply = client.script_soon(Script("return redis.call('INCR', KEYS[1])"), [key], [])
+    assert sent == []  # nothing is sent now, so the task's command goes first
+    assert await reply == 42 and await set_first == b"OK"
+    assert sent[0] == "SET" and sent[1] in ("EVALSHA", "EVAL")
+
+
+@needs_redis
+async def test_a_script_soon_the_server_does_not_know_is_loaded_and_its_errors_fail_its_future(client):
+    await client.execute("PING")
+    script = Script(f"return '{uuid.uuid4().hex}'")
+    assert await client.script_soon(script, [], []) == await client.run_script(script, [], [])
+    with pytest.raises(ResponseError):
+        await client.script_soon(Script("return redis.call('INCR', KEYS[1], 'extra')"), ["loop-redis:x"], [])
+    assert await client.execute("PING") == b"PONG"
+
+
+@needs_redis
+async def test_a_script_soon_that_times_out_fails_and_the_next_call_reconnects(client):
+    await client.execute("PING")
+    client.timeout = 0.2
+    slow = Script("redis.call('BLPOP', KEYS[1], 0) return 1")  # scripts may not block: Redis answers at once
+    with pytest.raises(ResponseError):
+        await client.script_soon(slow, [f"loop-redis:{uuid.uuid4().hex}"], [])
+    client.timeout = 2
+    busy = asyncio.ensure_future(client.execute("BLPOP", f"loop-redis:{uuid.uuid4().hex}", 1))  # nil in 1 s
+    client.timeout = 0.2
+    with pytest.raises(RedisTimeoutError):  # queued behind the BLPOP: no reply within its timeout
+        await client.script_soon(ECHO_ARGV, [], ["late"])
+    with pytest.raises(RedisTimeoutError):
+        await busy  # the connection was closed under it too
+    client.timeout = 2
+    assert await client.script_soon(ECHO_ARGV, [], ["after"]) == b"after"
+
+
+@needs_redis
+async def test_a_script_soon_cancelled_before_its_turn_is_never_sent(client):
+    key = f"loop-redis:{uuid.uuid4().hex}"
+    await client.execute("PING")
+    client.script_soon(Script("return redis.call('SET', KEYS[1], 'sent')"), [key], []).cancel()
+    assert await client.execute("EXISTS", key) == 0
+
+
 async def test_an_unreachable_server_is_a_connection_error():
     with pytest.raises(ConnectionError):
         await LoopRedis("redis://127.0.0.1:9/0", connect_timeout=1).execute("PING")

@@ -15,7 +15,6 @@ refuses the request (I8).
 """
 
 import asyncio
-import functools
 import logging
 import math
 import threading
@@ -255,37 +254,58 @@ def limiter() -> RedisLimiter | LocalLimiter:
 # The limits' scripts on each event loop's own Redis client (aisaas.loop_redis), for the gate and the settlement
 # running on the loop (usage.services.gate_pass_on_loop, usage_settle_on_loop): the same scripts and keys as
 # RedisLimiter.
-_loop_scripts: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict]" = weakref.WeakKeyDictionary()
+_loop_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict]" = weakref.WeakKeyDictionary()
 
 
-def _scripts_on_loop(cache: RedisCache) -> tuple:
-    """This event loop's (take, give_back) scripts on its own client of the limits' Redis."""
-    per_loop = _loop_scripts.setdefault(asyncio.get_running_loop(), {})
+def _client_on_loop(cache: RedisCache) -> LoopRedis:
+    """This event loop's own client of the limits' Redis."""
+    per_loop = _loop_clients.setdefault(asyncio.get_running_loop(), {})
     location = (cache._server if isinstance(cache._server, str) else cache._server[0]).split(",")[0]
     if location not in per_loop:
         options = cache._params.get("OPTIONS", {})
-        client = LoopRedis(
+        per_loop[location] = LoopRedis(
             location, connect_timeout=options.get("SOCKET_CONNECT_TIMEOUT"), timeout=options.get("SOCKET_TIMEOUT")
-        )
-        per_loop[location] = (
-            functools.partial(client.run_script, _TAKE_SCRIPT),
-            functools.partial(client.run_script, _GIVE_BACK_SCRIPT),
         )
     return per_loop[location]
 
 
-async def take_on_loop(limits: list[Limit], *, read: str | None = None) -> LimitResult:
-    """limiter().take from async code without a thread: on the loop's own Redis client, or in process memory
-    (the embedded default: no I/O)."""
+def take_soon(limits: list[Limit], *, read: str | None = None) -> asyncio.Future:
+    """limiter().take from the event loop, as a future of its LimitResult (failing with LimitsUnavailable): on
+    the loop's own Redis client, the script sent in the loop's next turn (LoopRedis.script_soon), or at once
+    in process memory (the embedded default: no I/O)."""
     cache = caches[LIMITS_ALIAS]
     if not isinstance(cache, RedisCache):
-        return _local.take(limits)
-    take, _ = _scripts_on_loop(cache)
+        taken = asyncio.get_running_loop().create_future()
+        taken.set_result(_local.take(limits))
+        return taken
     keys, args = _take_call(cache, limits, read)
-    try:
-        return _take_result(limits, await take(keys=keys, args=args))
-    except (RedisError, OSError) as error:
-        raise LimitsUnavailable(str(error)) from error
+    return _converted(_client_on_loop(cache).script_soon(_TAKE_SCRIPT, keys, args), lambda r: _take_result(limits, r))
+
+
+async def take_on_loop(limits: list[Limit], *, read: str | None = None) -> LimitResult:
+    """limiter().take from async code without a thread (take_soon, awaited)."""
+    return await take_soon(limits, read=read)
+
+
+def _converted(reply: asyncio.Future, convert) -> asyncio.Future:
+    """A future of convert(what `reply` gives), failing with LimitsUnavailable where `reply` fails with a Redis
+    or socket error."""
+    converted = asyncio.get_running_loop().create_future()
+
+    def done(reply: asyncio.Future) -> None:
+        if converted.done():
+            return
+        if reply.cancelled():
+            converted.cancel()
+        elif isinstance(reply.exception(), RedisError | OSError):
+            converted.set_exception(LimitsUnavailable(str(reply.exception())))
+        elif reply.exception() is not None:
+            converted.set_exception(reply.exception())
+        else:
+            converted.set_result(convert(reply.result()))
+
+    reply.add_done_callback(done)
+    return converted
 
 
 def store_shared_with(cache) -> bool:
@@ -307,23 +327,38 @@ def give_back_quietly(limit: Limit, amount: int, *, write: RawWrite | None = Non
         logger.warning("Could not give back %s to the %s limit", amount, limit.name)
 
 
+def give_back_soon(
+    limit: Limit, amount: int, *, write: RawWrite | None = None, once_for: str | None = None
+) -> asyncio.Future:
+    """give_back_quietly from the event loop without a thread, as a future that never fails (a failure is
+    logged): on the loop's own Redis client, the script sent in the loop's next turn (as take_soon). With
+    `once_for` (a request id), only the first give-back for that request counts: a settlement may be retried."""
+    loop = asyncio.get_running_loop()
+    cache = caches[LIMITS_ALIAS]
+    if (amount <= 0 and write is None) or not isinstance(cache, RedisCache):
+        if amount > 0 or write is not None:
+            _local.give_back(limit, amount, once_for=once_for)
+        given = loop.create_future()
+        given.set_result(None)
+        return given
+    keys, args = _give_back_call(cache, limit, amount, write, once_for)
+    given = loop.create_future()
+
+    def done(reply: asyncio.Future) -> None:
+        if not reply.cancelled() and reply.exception() is not None:
+            logger.warning("Could not give back %s to the %s limit: %s", amount, limit.name, reply.exception())
+        if not given.done():
+            given.set_result(None)
+
+    _client_on_loop(cache).script_soon(_GIVE_BACK_SCRIPT, keys, args).add_done_callback(done)
+    return given
+
+
 async def give_back_quietly_on_loop(
     limit: Limit, amount: int, *, write: RawWrite | None = None, once_for: str | None = None
 ) -> None:
-    """give_back_quietly from async code without a thread (as take_on_loop). With `once_for` (a request id),
-    only the first give-back for that request counts: a settlement may be retried."""
-    if amount <= 0 and write is None:
-        return
-    cache = caches[LIMITS_ALIAS]
-    if not isinstance(cache, RedisCache):
-        _local.give_back(limit, amount, once_for=once_for)
-        return
-    _, give_back = _scripts_on_loop(cache)
-    keys, args = _give_back_call(cache, limit, amount, write, once_for)
-    try:
-        await give_back(keys=keys, args=args)
-    except (RedisError, OSError):
-        logger.warning("Could not give back %s to the %s limit", amount, limit.name)
+    """give_back_quietly from async code without a thread (give_back_soon, awaited)."""
+    await give_back_soon(limit, amount, write=write, once_for=once_for)
 
 
 def take_undo_quietly(taken: list[Limit]) -> None:

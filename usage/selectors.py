@@ -14,13 +14,18 @@ WARNING_SHARE = 0.8
 
 def quota_meter(*, period: QuotaPeriod) -> dict:
     """What the chat page's meter shows, as JSON: used of the allowance, and when it resets."""
-    share = (period.used / period.allowance) if period.allowance else 1.0
+    return quota_meter_of(allowance=period.allowance, used=period.used, reserved=period.reserved, end=period.end)
+
+
+def quota_meter_of(*, allowance: int, used: int, reserved: int, end: datetime) -> dict:
+    """quota_meter of a period's numbers (the settlement's, which has no QuotaPeriod to build)."""
+    share = (used / allowance) if allowance else 1.0
     return {
-        "used": period.used,
-        "reserved": period.reserved,
-        "allowance": period.allowance,
-        "remaining": period.remaining,
-        "reset_at": period.end.isoformat(),
+        "used": used,
+        "reserved": reserved,
+        "allowance": allowance,
+        "remaining": max(0, allowance - used - reserved),
+        "reset_at": end.isoformat(),
         "level": "exhausted" if share >= 1 else "warning" if share >= WARNING_SHARE else "ok",
     }
 

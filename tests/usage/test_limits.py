@@ -141,3 +141,22 @@ def test_an_unreachable_redis_is_reported_not_ignored():
     with override_settings(CACHES={"default": closed, limits.LIMITS_ALIAS: closed}):
         with pytest.raises(limits.LimitsUnavailable):
             limits.limiter().take([per_minute(5)])
+
+
+async def test_on_the_loop_an_unreachable_redis_refuses_the_take_and_a_give_back_only_logs(caplog):
+    closed = {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}
+    with override_settings(CACHES={"default": closed, limits.LIMITS_ALIAS: closed}):
+        with pytest.raises(limits.LimitsUnavailable):
+            await limits.take_soon([per_minute(5)])
+        tokens = limits.Limit("tokens_per_day", "u1:tpd", 100, 86400, 90)
+        assert await limits.give_back_soon(tokens, 80, once_for="request-1") is None  # never raises
+    assert "Could not give back 80 to the tokens_per_day limit" in caplog.text
+
+
+@needs_redis
+async def test_on_the_loop_a_give_back_makes_room_for_the_next_take():
+    tokens = limits.Limit("tokens_per_day", f"loop:{time.time_ns()}:tpd", 100, 86400, 90)
+    assert (await limits.take_soon([tokens])).allowed
+    assert not (await limits.take_soon([tokens])).allowed
+    await limits.give_back_soon(tokens, 80, once_for=f"request-{time.time_ns()}")  # used 10 of the 90 held
+    assert (await limits.take_soon([dataclasses.replace(tokens, cost=80)])).allowed

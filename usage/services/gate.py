@@ -227,20 +227,19 @@ def _holder_and_state(row: tuple) -> tuple[KeyHolder, GateState]:
     return holder, _state_from_row(row[:-3], user_id=user_id)
 
 
+_PERIOD_FIELDS = ["id", "user_id", "start", "end", "allowance", "used", "reserved"]
+
+
 def _state_from_row(row: tuple, *, user_id: int) -> GateState:
     plan = _plan_from_row(row[:-_STATE_COLUMNS])
     (period_id, period_start, period_end, allowance, used, reserved, spent_this_month, spent_today, daily_cap,
      monthly_cap, kill_switch, suspended_at) = row[-_STATE_COLUMNS:]  # fmt: skip
     period = None
-    if period_id is not None:
-        period = QuotaPeriod(
-            pk=period_id,
-            user_id=user_id,
-            start=db_datetime(period_start),
-            end=db_datetime(period_end),
-            allowance=allowance,
-            used=used,
-            reserved=reserved,
+    if period_id is not None:  # the columns read; the others are deferred (loaded if ever asked for)
+        period = QuotaPeriod.from_db(
+            connection.alias,
+            _PERIOD_FIELDS,
+            (period_id, user_id, db_datetime(period_start), db_datetime(period_end), allowance, used, reserved),
         )
     return GateState(
         plan=plan,
@@ -547,10 +546,11 @@ async def _pass_as_last_time(
     except Exception:  # the step-by-step way says why, from the fresh state
         return None
     # PostgreSQL's statement goes out first: it is the longer of the two, and sending the limits' script first
-    # delayed it by that send's CPU (0.12 ms p50 more per message in bench/gate.py, docs/performance.md).
+    # delayed it by that send's CPU (0.12 ms p50 more per message in bench/gate.py, docs/performance.md). The
+    # read's task sends it in the loop's next turn, and take_soon's script follows it in that same turn.
     statement = _read_and_hold(holder=holder, by_api_key=by_api_key, tokens=request.tokens)
     read = asyncio.ensure_future(loop_fetchone(*statement))
-    take = asyncio.ensure_future(limits.take_on_loop(request.limits, read=_cache_read(request)))
+    take = limits.take_soon(request.limits, read=_cache_read(request))  # sent in the next turn: after the statement
     try:
         await asyncio.wait([take, read])
     except asyncio.CancelledError:  # the caller went away: what was taken is given back once it is known

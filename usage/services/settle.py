@@ -15,7 +15,7 @@ from aisaas.db import in_db_thread, loop_fetchone, loop_queries_supported
 from chat.llm import model_catalogue
 from usage import limits, prompt_cache
 from usage.models import QuotaPeriod, SpendDay
-from usage.selectors import quota_meter
+from usage.selectors import quota_meter, quota_meter_of
 from usage.services.gate import Admission
 
 COST_PLACES = Decimal("0.0000000001")
@@ -127,9 +127,11 @@ class _Settling:
 
     def settlement(self, row: tuple | None, *, admission: Admission, period: QuotaPeriod | None = None) -> Settlement:
         """The outcome, from the quota row this attempt returned (None: settled before; then `period` as it is)."""
-        if row is not None:
-            period = QuotaPeriod(allowance=row[0], used=row[1], reserved=row[2], end=admission.period_end)
-        return Settlement(row is not None, self.billable if row is not None else 0, quota_meter(period=period))
+        if row is None:
+            return Settlement(False, 0, quota_meter(period=period))
+        allowance, used, reserved = row
+        meter = quota_meter_of(allowance=allowance, used=used, reserved=reserved, end=admission.period_end)
+        return Settlement(True, self.billable, meter)
 
 
 def _settling(
@@ -252,8 +254,8 @@ async def usage_settle_on_loop(
     the prompt cache under the admission's key.
 
     On PostgreSQL the settlement's one statement runs on the event loop's own connection (no database thread,
-    whose hop costs more than the statement: docs/performance.md), and the give-back is sent at the same time:
-    it needs nothing the statement decides, and it counts once per request however often a settlement is
+    whose hop costs more than the statement: docs/performance.md), and the give-back is sent right after it,
+    while it runs: it needs nothing the statement decides, and it counts once per request however often a settlement is
     retried (the usage record's unique request id does the same in the database). A failure raises
     LoopDatabaseError where the thread raises DatabaseError. Elsewhere (SQLite) in a database thread."""
     settling = _settling(
@@ -266,28 +268,32 @@ async def usage_settle_on_loop(
         completion_tokens=completion_tokens,
         cached=cached,
     )
-    give_back = _limits_settle_on_loop(admission, used=settling.billable, cache_answer=cache_answer)
+    given_back = _limits_settle_soon(admission, used=settling.billable, cache_answer=cache_answer)
     if not loop_queries_supported():
-        settlement, _ = await asyncio.gather(
-            in_db_thread(_settle)(settling, admission=admission, together_with=together_with), give_back
-        )
+        settlement = await in_db_thread(_settle)(settling, admission=admission, together_with=together_with)
+        await given_back
         return settlement
-    row, _ = await asyncio.gather(loop_fetchone(*settling.statement(together_with)), give_back)
+    # In this task, not one of its own: the give-back goes out in the loop's next turn, after the statement.
+    row = await loop_fetchone(*settling.statement(together_with))
+    await given_back
     if row is None:  # settled before (a retry): report the period as it is
         period = await in_db_thread(QuotaPeriod.objects.get)(pk=admission.period_id)
         return settling.settlement(None, admission=admission, period=period)
     return settling.settlement(row, admission=admission)
 
 
-async def _limits_settle_on_loop(admission: Admission, *, used: int, cache_answer: dict | None) -> None:
+def _limits_settle_soon(admission: Admission, *, used: int, cache_answer: dict | None) -> asyncio.Future:
     """The tokens/day limit's hold given back but for the `used` tokens (once per request), and `cache_answer`
-    stored: in the same Redis round trip when the cache shares the limits' Redis."""
-    write = None
+    stored: in the same Redis round trip when the cache shares the limits' Redis, sent in the loop's next turn
+    (limits.give_back_soon). A future that never fails: both are logged and let go if they do."""
+    write = stored = None
     if cache_answer is not None and admission.cache_key:
         if prompt_cache.rides_with_limits():
             write = prompt_cache.raw_write(admission.cache_key, cache_answer)
         else:  # a cache of its own (local memory in the embedded default, or another server): its own client
-            await sync_to_async(prompt_cache.put, thread_sensitive=False)(admission.cache_key, cache_answer)
-    await limits.give_back_quietly_on_loop(
+            put = sync_to_async(prompt_cache.put, thread_sensitive=False)
+            stored = asyncio.ensure_future(put(admission.cache_key, cache_answer))
+    given_back = limits.give_back_soon(
         admission.tokens_limit, admission.reserved_tokens - used, write=write, once_for=admission.request_id
     )
+    return given_back if stored is None else asyncio.gather(stored, given_back)
