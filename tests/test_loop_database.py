@@ -1,7 +1,11 @@
 """The usage gate's own PostgreSQL connections on the event loop (aisaas.db.loop_fetchone / loop_execute)."""
 
 import asyncio
+import time
+from datetime import UTC, date, datetime
+from decimal import Decimal
 
+import psycopg
 import pytest
 from django.db import connection
 
@@ -33,3 +37,76 @@ async def test_each_statement_is_its_own_transaction(user):
     assert changed == 1
     await asyncio.to_thread(user.refresh_from_db)  # another connection sees it: committed
     assert user.name == "Renamed"
+
+
+async def test_a_statement_that_comes_again_is_prepared_once_on_its_connection(settings):
+    settings.DB_LOOP_CONNECTIONS = 1  # one connection: every statement below runs on it
+    statement = "SELECT %s::int * 2 AS loop_prepared_probe"
+    prepared = "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%%loop_prepared' || '_probe%%'"
+
+    assert await loop_fetchone(statement, [1]) == (2,)
+    assert await loop_fetchone(prepared, []) == (0,)  # the first time it runs unprepared
+    assert [await loop_fetchone(statement, [n]) for n in range(2, 5)] == [(4,), (6,), (8,)]
+    assert await loop_fetchone(prepared, []) == (1,)  # then once, and reused
+
+
+async def test_values_come_back_as_psycopgs_cursor_gives_them_and_a_long_parameter_is_sent_whole(user):
+    long_text = "é" * 3_000_000  # several socket buffers: sent in parts as the socket takes them
+    row = await loop_fetchone(
+        "SELECT %s::text, %s::numeric, %s::timestamptz, %s::date, %s::bool, NULL, length(%s::text)",
+        ["text", Decimal("1.50"), datetime(2026, 11, 28, 12, 0, tzinfo=UTC), date(2026, 11, 28), True, long_text],
+    )
+
+    assert row == (
+        "text",
+        Decimal("1.50"),
+        datetime(2026, 11, 28, 12, 0, tzinfo=UTC),
+        date(2026, 11, 28),
+        True,
+        None,
+        3_000_000,
+    )
+    assert await loop_fetchone("SELECT 1 WHERE false", []) is None
+    assert await loop_execute("UPDATE users_user SET name = name WHERE id = %s", [-1]) == 0
+
+
+async def test_an_sql_error_raises_psycopgs_error_and_the_connection_runs_the_next_statement(settings):
+    settings.DB_LOOP_CONNECTIONS = 1
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        await loop_fetchone("SELECT 1 / %s", [0])
+    with pytest.raises(psycopg.errors.UndefinedTable):
+        await loop_execute("UPDATE no_such_table SET x = 1", [])
+
+    assert await loop_fetchone("SELECT %s::int", [7]) == (7,)
+
+
+async def test_a_connection_the_server_closes_is_not_used_again(settings):
+    settings.DB_LOOP_CONNECTIONS = 1
+    (first,) = await loop_fetchone("SELECT pg_backend_pid()", [])
+    await asyncio.to_thread(_terminate, first)
+    await asyncio.sleep(0.2)  # the loop hears the socket close
+
+    (second,) = await loop_fetchone("SELECT pg_backend_pid()", [])
+    assert second != first
+
+
+async def test_a_connection_closed_just_before_a_statement_is_retried_on_a_new_one(settings):
+    settings.DB_LOOP_CONNECTIONS = 1
+    (first,) = await loop_fetchone("SELECT pg_backend_pid()", [])
+    _terminate(first)  # without yielding to the loop: it has not read the close when the statement goes out
+    time.sleep(0.2)
+
+    (second,) = await loop_fetchone("SELECT pg_backend_pid()", [])
+    assert second != first
+
+
+def _terminate(pid: int) -> None:
+    with psycopg.connect(_dsn(), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+
+def _dsn() -> str:
+    params = connection.get_connection_params()
+    return psycopg.conninfo.make_conninfo(
+        **{k: v for k, v in params.items() if k in ("dbname", "user", "host", "port", "password")}
+    )
