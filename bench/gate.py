@@ -27,6 +27,7 @@ import asyncio
 import collections
 import sys
 import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +51,9 @@ async def run(messages: int) -> dict:
     from usage import services as usage
 
     user = await in_db_thread(user_create_verified)(email="gate-bench@example.com", password="bench-password-123")
+    # This run's own questions: the bench's Redis keeps the answers of earlier runs in the prompt cache, and the
+    # gate's lookup should miss, as it does for most messages.
+    run = uuid.uuid4().hex[:8]
     await in_db_thread(usage.plan_change)(user=user, plan=await in_db_thread(bench_plan)())
     settings.LLM_MODELS = ["demo-mini:0.15:0.60"]
 
@@ -58,8 +62,8 @@ async def run(messages: int) -> dict:
         usage = {"prompt_tokens": 40, "completion_tokens": 32}
 
     async def baseline(number: int) -> None:
-        prompt = chat.prompt_for(user, [{"role": "user", "content": f"Baseline question {number}"}])
-        plan = chat.TurnPlan(user, None, f"Baseline question {number}", "demo-mini", prompt, "Baseline", None)
+        prompt = chat.prompt_for(user, [{"role": "user", "content": f"Baseline question {number} ({run})"}])
+        plan = chat.TurnPlan(user, None, f"Baseline question {number} ({run})", "demo-mini", prompt, "Baseline", None)
         turn = await in_db_thread(chat.turn_record)(plan=plan)
         answer = {
             "message_id": turn.message_id,
@@ -78,7 +82,8 @@ async def run(messages: int) -> dict:
             await in_db_thread(chat.turn_finish)(**answer)
 
     async def gated(number: int) -> None:
-        arguments = {"user": user, "conversation_id": None, "content": f"Gated question {number}", "model": None}
+        content = f"Gated question {number} ({run})"
+        arguments = {"user": user, "conversation_id": None, "content": content, "model": None}
         if usage.gate_on_loop():
             plan = await chat.turn_plan_on_loop(**arguments)
         else:
