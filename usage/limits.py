@@ -354,13 +354,6 @@ def give_back_soon(
     return given
 
 
-async def give_back_quietly_on_loop(
-    limit: Limit, amount: int, *, write: RawWrite | None = None, once_for: str | None = None
-) -> None:
-    """give_back_quietly from async code without a thread (give_back_soon, awaited)."""
-    await give_back_soon(limit, amount, write=write, once_for=once_for)
-
-
 def take_undo_quietly(taken: list[Limit]) -> None:
     """Give back all of a take (each limit's cost), as give_back_quietly does: for a request that was let
     through and then turned away before anything was spent."""
