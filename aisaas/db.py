@@ -92,7 +92,7 @@ class _LoopConnection:
     @classmethod
     async def connect(cls) -> "_LoopConnection":
         params = connections[DEFAULT_DB_ALIAS].get_connection_params()
-        params.pop("cursor_factory")  # Django's sync cursor; the async one binds parameters server-side too
+        params.pop("cursor_factory")  # Django's sync cursor class: no cursor is used here
         return cls(await psycopg.AsyncConnection.connect(**params, autocommit=True))
 
     @property
@@ -136,7 +136,8 @@ class _LoopConnection:
             await self._result()
             self.prepared[key] = name
         if name is None:
-            self.seen.add(key)
+            if len(self.prepared) < self.PREPARED_MAX:
+                self.seen.add(key)
             self.pgconn.send_query_params(
                 query.query, query.params, param_formats=query.formats, param_types=query.types
             )

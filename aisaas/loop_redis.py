@@ -251,6 +251,9 @@ class LoopRedis:
             timer.cancel()
         if reply.done():
             return
+        if sent.cancelled():
+            reply.cancel()
+            return
         outcome = sent.exception() or sent.result()
         if isinstance(outcome, NoScriptError):  # load it: one more round trip, this once per server
             loaded = asyncio.ensure_future(self.execute("EVAL", script.source, len(keys), *keys, *args))

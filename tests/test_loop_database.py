@@ -70,7 +70,7 @@ async def test_values_come_back_as_psycopgs_cursor_gives_them_and_a_long_paramet
     assert await loop_execute("UPDATE users_user SET name = name WHERE id = %s", [-1]) == 0
 
 
-async def test_an_sql_error_raises_psycopgs_error_and_the_connection_runs_the_next_statement(settings):
+async def test_an_sql_error_raises_psycopgs_error_and_the_next_statement_runs(settings):
     settings.DB_LOOP_CONNECTIONS = 1
     with pytest.raises(psycopg.errors.DivisionByZero):
         await loop_fetchone("SELECT 1 / %s", [0])

@@ -255,8 +255,8 @@ async def usage_settle_on_loop(
 
     On PostgreSQL the settlement's one statement runs on the event loop's own connection (no database thread,
     whose hop costs more than the statement: docs/performance.md), and the give-back is sent right after it,
-    while it runs: it needs nothing the statement decides, and it counts once per request however often a settlement is
-    retried (the usage record's unique request id does the same in the database). A failure raises
+    while it runs: it needs nothing the statement decides, and it counts once per request however often a
+    settlement is retried (the usage record's unique request id does the same in the database). A failure raises
     LoopDatabaseError where the thread raises DatabaseError. Elsewhere (SQLite) in a database thread."""
     settling = _settling(
         admission=admission,
