@@ -97,7 +97,7 @@ class _LoopConnection:
 
     @property
     def usable(self) -> bool:
-        return self.lost is None and not self.pg.closed and not self.pg.broken
+        return self.lost is None and not self.pg.closed
 
     def _on_readable(self) -> None:
         try:
@@ -171,13 +171,8 @@ class _LoopConnection:
                 raise psycopg.errors.error_from_result(result, encoding=self.pg.info.encoding)
         return results[-1]
 
-    async def close(self) -> None:
-        if not self.loop.is_closed():
-            self.loop.remove_reader(self.socket)
-        await self.pg.close()
-
-    def close_now(self) -> None:
-        """Close from outside the loop (which may be closed already)."""
+    def close(self) -> None:
+        """Close it, from the loop or from outside it (the loop may be closed already)."""
         if not self.loop.is_closed():
             self.loop.remove_reader(self.socket)
         self.pgconn.finish()
@@ -222,16 +217,16 @@ async def _loop_connection(*, fresh: bool):
             if candidate.usable:
                 connection = candidate
             else:
-                await candidate.close()
+                candidate.close()
         if fresh and pool.idle:  # keep within the slots: this one is replaced by a new connection
-            await pool.idle.pop().close()
+            pool.idle.pop().close()
         reused = connection is not None
         if connection is None:
             connection = await _LoopConnection.connect()
         try:
             yield connection, reused
         except BaseException:
-            await connection.close()
+            connection.close()
             raise
         pool.idle.append(connection)
 
@@ -266,4 +261,4 @@ def loop_connections_close() -> None:
     a finished loop's connections would otherwise stay open until the garbage collector finds them."""
     for pool in list(_loop_pools.values()):
         while pool.idle:
-            pool.idle.pop().close_now()
+            pool.idle.pop().close()

@@ -211,10 +211,8 @@ class LoopRedis:
 
     async def run_script(self, script: Script, keys: list, args: list):
         """EVALSHA of `script`, loaded with EVAL when the server does not have it yet (or lost it)."""
-        try:
-            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            return await self.execute("EVAL", script.source, len(keys), *keys, *args)
+        await self._connected()
+        return await self.script_soon(script, keys, args)
 
     def script_soon(self, script: Script, keys: list, args: list) -> asyncio.Future:
         """run_script's reply as a future, the script sent in the event loop's next turn rather than now.

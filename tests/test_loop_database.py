@@ -101,12 +101,6 @@ async def test_a_connection_closed_just_before_a_statement_is_retried_on_a_new_o
 
 
 def _terminate(pid: int) -> None:
-    with psycopg.connect(_dsn(), autocommit=True) as admin:
+    """End the backend `pid` from a connection of the test's own (Django's connection settings)."""
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", [pid])
-
-
-def _dsn() -> str:
-    params = connection.get_connection_params()
-    return psycopg.conninfo.make_conninfo(
-        **{k: v for k, v in params.items() if k in ("dbname", "user", "host", "port", "password")}
-    )
