@@ -111,6 +111,7 @@ def test_the_limits_script_reads_the_cache_only_for_a_request_it_lets_through(us
 @needs_redis
 @settles
 def test_with_the_limits_in_another_redis_the_cache_still_works_on_its_own(user, settings, redis_commands):
+    assert prompt_cache.rides_with_limits()  # remembered, until CACHES changes:
     server, _, database = REDIS_URL.rpartition("/")
     other = f"{server}/{(int(database or 0) + 1) % 16}"
     settings.CACHES = {**settings.CACHES, "limits": {**settings.CACHES["limits"], "LOCATION": other}}

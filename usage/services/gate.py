@@ -14,12 +14,13 @@ from decimal import Decimal
 from typing import TypeVar
 
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection
 from django.db.models.expressions import Col
 from django.utils import timezone
 
 from aisaas.db import (
     LoopDatabaseError,
+    database_vendor,
     db_datetime,
     in_db_thread,
     loop_execute,
@@ -202,7 +203,7 @@ def gate_state_for_api_key(*, key_hash: str) -> tuple[KeyHolder, GateState] | No
     if row is None:
         return None
     if row[0] is None:  # no plan (p.id): a user from before plans existed
-        user_plan_create(user=User.from_db(connection.alias, ["id"], [row[-2]]))
+        user_plan_create(user=User.from_db(DEFAULT_DB_ALIAS, ["id"], [row[-2]]))
         return gate_state_for_api_key(key_hash=key_hash)
     return _holder_and_state(row)
 
@@ -222,7 +223,7 @@ def _holder_and_state(row: tuple) -> tuple[KeyHolder, GateState]:
     holder = KeyHolder(
         api_key_id=api_key_id,
         api_key_last_used_at=None if last_used_at is None else db_datetime(last_used_at),
-        user=User.from_db(connection.alias, ["id"], [user_id]),
+        user=User.from_db(DEFAULT_DB_ALIAS, ["id"], [user_id]),
     )
     return holder, _state_from_row(row[:-3], user_id=user_id)
 
@@ -237,7 +238,7 @@ def _state_from_row(row: tuple, *, user_id: int) -> GateState:
     period = None
     if period_id is not None:  # the columns read; the others are deferred (loaded if ever asked for)
         period = QuotaPeriod.from_db(
-            connection.alias,
+            DEFAULT_DB_ALIAS,
             _PERIOD_FIELDS,
             (period_id, user_id, db_datetime(period_start), db_datetime(period_end), allowance, used, reserved),
         )
@@ -267,7 +268,7 @@ def _plan_converters(vendor: str) -> list[tuple]:
 
 
 def _plan_from_row(values) -> Plan:
-    return _plan_from_values(tuple(values), connection.vendor)
+    return _plan_from_values(tuple(values), database_vendor())
 
 
 @functools.lru_cache(maxsize=256)
@@ -281,7 +282,7 @@ def _plan_from_values(values: tuple, vendor: str) -> Plan:
             value = converter(value, expression, connection)
         fields[field.attname] = value
     plan = Plan(**fields)
-    plan._state.adding, plan._state.db = False, connection.alias
+    plan._state.adding, plan._state.db = False, DEFAULT_DB_ALIAS
     return plan
 
 
