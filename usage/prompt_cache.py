@@ -94,5 +94,5 @@ def decoded(raw: bytes | None) -> dict | None:
 
 def raw_write(key: str, answer: dict) -> limits.RawWrite:
     """put(key, answer) as a write riding along with the limits' give-back."""
-    store = caches[DEFAULT_CACHE_ALIAS]  # one lookup, where each use of the `cache` proxy is one
+    store = caches[DEFAULT_CACHE_ALIAS]  # looked up once: each use of the `cache` proxy looks it up again
     return limits.RawWrite(store.make_key(key), store.client.encode(answer), settings.PROMPT_CACHE_TTL_SECONDS * 1000)
