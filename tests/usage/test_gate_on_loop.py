@@ -98,7 +98,11 @@ async def test_a_returning_caller_is_admitted_in_one_statement(user, step_by_ste
 
 
 async def test_a_plan_changed_since_last_time_is_the_one_applied(user, step_by_step):
-    await on_plan(user)
+    # The limit keeps the first request's place in its schedule: 20 s of the minute at 3 a minute. At 2 a minute
+    # (30 s each) the second request fits and the third does not, however slowly the test runs (under 20 s);
+    # at 3 a minute the third would fit. (At the default 1000 a minute the first was worth 60 ms, and the third
+    # was refused only when it came within 60 ms of the first.)
+    await on_plan(user, requests_per_minute=3)
     first = await admit(user)
     await on_plan(user, requests_per_minute=2)  # the rate limit now refuses the third request of the minute
 
