@@ -44,7 +44,7 @@ def transaction_lock(name: str) -> None:
     """Inside a transaction: wait for the lock called `name` and hold it until the transaction ends, so one
     process at a time runs what follows (a PostgreSQL advisory lock). SQLite needs none: its write
     transactions (BEGIN IMMEDIATE, see settings) already run one at a time."""
-    if connection.vendor == "postgresql":
+    if database_vendor() == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [name])
 

@@ -275,9 +275,7 @@ def take_soon(limits: list[Limit], *, read: str | None = None) -> asyncio.Future
     in process memory (the embedded default: no I/O)."""
     cache = caches[LIMITS_ALIAS]
     if not isinstance(cache, RedisCache):
-        taken = asyncio.get_running_loop().create_future()
-        taken.set_result(_local.take(limits))
-        return taken
+        return _resolved(_local.take(limits))
     keys, args = _take_call(cache, limits, read)
     return _converted(_client_on_loop(cache).script_soon(_TAKE_SCRIPT, keys, args), lambda r: _take_result(limits, r))
 
@@ -285,6 +283,13 @@ def take_soon(limits: list[Limit], *, read: str | None = None) -> asyncio.Future
 async def take_on_loop(limits: list[Limit], *, read: str | None = None) -> LimitResult:
     """limiter().take from async code without a thread (take_soon, awaited)."""
     return await take_soon(limits, read=read)
+
+
+def _resolved(value) -> asyncio.Future:
+    """A future of the running loop that already has `value` (the local store answers without I/O)."""
+    future = asyncio.get_running_loop().create_future()
+    future.set_result(value)
+    return future
 
 
 def _converted(reply: asyncio.Future, convert) -> asyncio.Future:
@@ -333,16 +338,14 @@ def give_back_soon(
     """give_back_quietly from the event loop without a thread, as a future that never fails (a failure is
     logged): on the loop's own Redis client, the script sent in the loop's next turn (as take_soon). With
     `once_for` (a request id), only the first give-back for that request counts: a settlement may be retried."""
-    loop = asyncio.get_running_loop()
+    if amount <= 0 and write is None:
+        return _resolved(None)
     cache = caches[LIMITS_ALIAS]
-    if (amount <= 0 and write is None) or not isinstance(cache, RedisCache):
-        if amount > 0 or write is not None:
-            _local.give_back(limit, amount, once_for=once_for)
-        given = loop.create_future()
-        given.set_result(None)
-        return given
+    if not isinstance(cache, RedisCache):
+        _local.give_back(limit, amount, once_for=once_for)
+        return _resolved(None)
     keys, args = _give_back_call(cache, limit, amount, write, once_for)
-    given = loop.create_future()
+    given = asyncio.get_running_loop().create_future()
 
     def done(reply: asyncio.Future) -> None:
         if not reply.cancelled() and reply.exception() is not None:
