@@ -102,12 +102,27 @@ function setMeta(article, { status, model, error_code, error_message }) {
 
 // ---- feedback: thumbs up/down (and an optional comment) on a finished answer -------------------------------
 
+// A thumb drawn as SVG, not the emoji: a machine without an emoji font shows an emoji as an empty box. The path
+// is Feather's "thumbs-up" (MIT, feathericons.com); thumbs down is the same icon turned over (app.css).
+const THUMB_PATH =
+  "M14 9V5a3 3 0 0 0-3-3l-4 9v11h11.28a2 2 0 0 0 2-1.7l1.38-9a2 2 0 0 0-2-2.3zM7 22H4a2 2 0 0 1-2-2v-7a2 2 0 0 1 2-2h3";
+
+function thumbIcon() {
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("aria-hidden", "true");
+  const path = document.createElementNS("http://www.w3.org/2000/svg", "path");
+  path.setAttribute("d", THUMB_PATH);
+  svg.append(path);
+  return svg;
+}
+
 function addFeedback(article, rating = 0) {
   article.querySelector(".feedback")?.remove();
   if (!article.dataset.id || article.classList.contains("streaming")) return;
   const group = document.createElement("span");
   group.className = "feedback";
-  for (const [value, symbol, label] of [[1, "👍", "Good answer"], [-1, "👎", "Bad answer"]]) {
+  for (const [value, label] of [[1, "Good answer"], [-1, "Bad answer"]]) {
     const button = document.createElement("button");
     button.type = "button";
     button.className = "icon rate";
@@ -115,7 +130,7 @@ function addFeedback(article, rating = 0) {
     button.title = label;
     button.setAttribute("aria-label", label);
     button.setAttribute("aria-pressed", String(rating === value));
-    button.textContent = symbol;
+    button.append(thumbIcon());
     group.append(button);
   }
   article.querySelector(".meta").append(group);

@@ -191,6 +191,13 @@ def test_thumbs_up_and_down_on_an_answer_are_saved_and_shown_after_a_reload(page
     page.wait_for_selector("article.message.assistant.complete .feedback button.rate")
 
     rating = page.locator(LAST_ANSWER).locator(".feedback")
+    # Drawn icons, not emoji: a machine without an emoji font (this one) would show empty boxes.
+    for value in ("1", "-1"):
+        button = rating.locator(f"button[data-rating='{value}']")
+        assert button.inner_text().strip() == ""
+        icon = button.locator("svg").bounding_box()
+        assert icon["width"] >= 10 and icon["height"] >= 10
+    assert rating.locator("button[data-rating='-1'] svg").evaluate("svg => getComputedStyle(svg).transform") != "none"
     rating.locator("button[data-rating='1']").click()
     rating.locator("button[data-rating='1'][aria-pressed='true']").wait_for()
     assert Feedback.objects.get().rating == 1
