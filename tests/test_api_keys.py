@@ -1,12 +1,15 @@
 """API keys: created and shown once, stored only as a hash, listed with last use, revoked at once."""
 
 import re
+import threading
 
 import pytest
+from django.db import connections
 from django.urls import reverse
 
 from aisaas.users import services
 from aisaas.users.models import ApiKey
+from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -23,6 +26,58 @@ def test_a_new_key_is_shown_once_and_only_its_hash_and_prefix_are_stored(client,
     assert response["Cache-Control"] == "no-store"
     assert raw not in client.get(reverse("api_keys")).content.decode()  # never again
     assert services.api_key_authenticate(raw).user == user
+
+
+def test_the_same_form_sent_again_creates_no_second_key_and_shows_none(client, user):
+    client.force_login(user)
+    page = client.get(reverse("api_keys")).content.decode()
+    token = re.search(r'name="form_token" value="([^"]+)"', page).group(1)
+
+    first = client.post(reverse("api_keys"), {"name": "laptop", "form_token": token}).content.decode()
+    again = client.post(reverse("api_keys"), {"name": "laptop", "form_token": token}, follow=True)
+
+    raw = re.search(r'<code id="new-key">(sk-ais-[^<]+)</code>', first).group(1)
+    assert ApiKey.objects.filter(user=user).count() == 1
+    assert 'id="new-key"' not in again.content.decode() and raw not in again.content.decode()
+    assert "shown only once" in again.content.decode() and "revoke it and create another" in again.content.decode()
+    # The page that showed the key has a fresh token: its form makes the next key.
+    fresh = re.search(r'name="form_token" value="([^"]+)"', first).group(1)
+    assert fresh != token
+    client.post(reverse("api_keys"), {"name": "ci", "form_token": fresh})
+    assert ApiKey.objects.filter(user=user).count() == 2
+
+
+def test_an_overlong_form_token_is_refused_clearly(client, user):
+    client.force_login(user)
+    response = client.post(reverse("api_keys"), {"name": "laptop", "form_token": "x" * 65}, follow=True)
+    assert response.status_code == 200 and "reload the page" in response.content.decode()
+    assert not ApiKey.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_same_form_sent_many_times_at_once_creates_one_key():
+    user = UserFactory()
+    token, senders = services.api_key_form_token(), 8
+    outcomes, barrier = [], threading.Barrier(senders)
+
+    def send():
+        barrier.wait()
+        try:
+            services.api_key_create(user=user, name="double click", form_token=token)
+            outcomes.append("created")
+        except services.KeyAlreadyCreated:
+            outcomes.append("already created")
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=send) for _ in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(outcomes) == ["already created"] * (senders - 1) + ["created"]
+    assert ApiKey.objects.filter(user=user).count() == 1
 
 
 def test_last_use_is_recorded_and_shown(client, user):

@@ -66,6 +66,15 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    form_token = models.CharField(
+        max_length=64,
+        unique=True,
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="The one-time token of the form that created the key: the same form sent again (a reload) "
+        "creates no second key.",
+    )
 
     class Meta:
         verbose_name = "API key"

@@ -3,10 +3,10 @@ import secrets
 from datetime import timedelta
 
 from allauth.account.models import EmailAddress
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from aisaas.errors import InvalidInput, NotFound
+from aisaas.errors import Conflict, InvalidInput, NotFound
 from aisaas.users.models import ApiKey, User
 
 
@@ -32,18 +32,47 @@ def api_key_hash(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
+class KeyAlreadyCreated(Conflict):
+    code = "key_already_created"
+    default_message = (
+        "That form was sent before and its key was created then. A key is shown only once: if you did not copy "
+        "it, revoke it and create another."
+    )
+
+
+def api_key_form_token() -> str:
+    """A token for one API key form: api_key_create makes one key per token, so sending the form again (a reload
+    of the page that showed the key) creates no second key."""
+    return secrets.token_urlsafe(24)
+
+
 @transaction.atomic
-def api_key_create(*, user: User, name: str) -> tuple[ApiKey, str]:
-    """A new key for the user; returns it and the key itself, which is never stored and never shown again."""
+def api_key_create(*, user: User, name: str, form_token: str | None = None) -> tuple[ApiKey, str]:
+    """A new key for the user; returns it and the key itself, which is never stored and never shown again.
+    `form_token` (api_key_form_token): a key was made with it already, KeyAlreadyCreated."""
+    if form_token is not None and len(form_token) > ApiKey._meta.get_field("form_token").max_length:
+        raise InvalidInput("The form is out of date: reload the page.", field="form_token")
+    if form_token and ApiKey.objects.filter(form_token=form_token).exists():
+        raise KeyAlreadyCreated()
     name = (name or "").strip()
     if not name or len(name) > 100:
         raise InvalidInput("Give the key a name (up to 100 characters).", field="name")
     if ApiKey.objects.filter(user=user, revoked_at__isnull=True).count() >= MAX_ACTIVE_API_KEYS:
         raise InvalidInput(f"You have {MAX_ACTIVE_API_KEYS} active keys: revoke one first.", field="name")
     raw_key = ApiKey.PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey.objects.create(
-        user=user, name=name, prefix=raw_key[: len(ApiKey.PREFIX) + 6], key_hash=api_key_hash(raw_key)
-    )
+    try:
+        with transaction.atomic():  # a savepoint: the same form sent twice at once, the second loses here
+            key = ApiKey.objects.create(
+                user=user,
+                name=name,
+                prefix=raw_key[: len(ApiKey.PREFIX) + 6],
+                key_hash=api_key_hash(raw_key),
+                form_token=form_token or None,
+            )
+    except IntegrityError:
+        if form_token and ApiKey.objects.filter(form_token=form_token).exists():
+            raise KeyAlreadyCreated() from None
+        raise
     return key, raw_key
 
 

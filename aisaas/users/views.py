@@ -15,13 +15,17 @@ def api_keys(request):
     new_key = None
     if request.method == "POST":
         try:
-            _, new_key = services.api_key_create(user=request.user, name=request.POST.get("name", ""))
+            _, new_key = services.api_key_create(
+                user=request.user, name=request.POST.get("name", ""), form_token=request.POST.get("form_token") or None
+            )
         except ApplicationError as error:
             messages.error(request, error.message)
             return redirect("api_keys")
     keys = ApiKey.objects.filter(user=request.user).order_by("revoked_at", "-created_at")
-    # The new key is in this response only: it is never stored, so a reload cannot show it again.
-    response = render(request, "users/api_keys.html", {"keys": keys, "new_key": new_key})
+    # The new key is in this response only: it is never stored, so a reload cannot show it again, and the form's
+    # one-time token makes the reload's resubmitted form create no second key.
+    context = {"keys": keys, "new_key": new_key, "form_token": services.api_key_form_token()}
+    response = render(request, "users/api_keys.html", context)
     response["Cache-Control"] = "no-store"
     return response
 
