@@ -1,15 +1,14 @@
 """API keys: created and shown once, stored only as a hash, listed with last use, revoked at once."""
 
 import re
-import threading
 
 import pytest
-from django.db import connections
 from django.urls import reverse
 
 from aisaas.users import services
 from aisaas.users.models import ApiKey
 from tests.factories import UserFactory
+from tests.usage.conftest import race
 
 pytestmark = pytest.mark.django_db
 
@@ -58,23 +57,15 @@ def test_an_overlong_form_token_is_refused_clearly(client, user):
 def test_the_same_form_sent_many_times_at_once_creates_one_key():
     user = UserFactory()
     token, senders = services.api_key_form_token(), 8
-    outcomes, barrier = [], threading.Barrier(senders)
 
-    def send():
-        barrier.wait()
+    def send() -> str:
         try:
             services.api_key_create(user=user, name="double click", form_token=token)
-            outcomes.append("created")
+            return "created"
         except services.KeyAlreadyCreated:
-            outcomes.append("already created")
-        finally:
-            connections.close_all()
+            return "already created"
 
-    threads = [threading.Thread(target=send) for _ in range(senders)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = race(senders, send)
 
     assert sorted(outcomes) == ["already created"] * (senders - 1) + ["created"]
     assert ApiKey.objects.filter(user=user).count() == 1
