@@ -102,10 +102,9 @@ function setMeta(article, { status, model, error_code, error_message }) {
 
 // ---- feedback: thumbs up/down (and an optional comment) on a finished answer -------------------------------
 
-// A thumb drawn as SVG, not the emoji: a machine without an emoji font shows an emoji as an empty box. The path
-// is Feather's "thumbs-up" (MIT, feathericons.com); thumbs down is the same icon turned over (app.css).
-const THUMB_PATH =
-  "M14 9V5a3 3 0 0 0-3-3l-4 9v11h11.28a2 2 0 0 0 2-1.7l1.38-9a2 2 0 0 0-2-2.3zM7 22H4a2 2 0 0 1-2-2v-7a2 2 0 0 1 2-2h3";
+// A thumb drawn as SVG, not the emoji: a machine without an emoji font shows an emoji as an empty box. A cuff and
+// a hand, on a 24-unit grid; thumbs down is the same icon turned over (app.css).
+const THUMB_PATH = "M3 11h4v10H3zM7 11l4-8c1.4 0 2.5 1.1 2.5 2.5V9h5.1c1.2 0 2.2 1.1 2 2.3l-1.2 7.5c-.2 1.3-1.3 2.2-2.5 2.2H7";
 
 function thumbIcon() {
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
