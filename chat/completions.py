@@ -72,6 +72,7 @@ class CompletionRequest:
     include_usage: bool
     max_tokens: int | None
     temperature: Decimal | None
+    sampling: dict  # the other sampling parameters, passed on to the provider as they came (_sampling)
 
 
 def _invalid(message: str, param: str) -> InvalidInput:
@@ -120,7 +121,53 @@ def completion_request_parse(body) -> CompletionRequest:
         include_usage=bool(stream_options.get("include_usage")),
         max_tokens=max_tokens,
         temperature=temperature,
+        sampling=_sampling(body),
     )
+
+
+# Sampling parameters every OpenAI-compatible provider takes, with the ranges OpenAI's spec gives and the value
+# that means "not set". They change the answer (a stop sequence also ends it sooner, and so costs less), so they
+# are passed on, never dropped; a value at its default is left out, as if not sent.
+_NUMBER_PARAMETERS = {"top_p": (0, 1, 1), "presence_penalty": (-2, 2, 0), "frequency_penalty": (-2, 2, 0)}
+_SEED_RANGE = (-(2**63), 2**63 - 1)
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _sampling(body: dict) -> dict:
+    """The request's stop sequences, nucleus sampling, penalties, seed and logit bias, checked."""
+    sampling = {}
+    stop = body.get("stop")
+    if stop not in (None, []):
+        stops = [stop] if isinstance(stop, str) else stop
+        if not isinstance(stops, list) or len(stops) > 4 or not all(isinstance(each, str) and each for each in stops):
+            raise _invalid("'stop' must be a string or a list of up to 4 non-empty strings.", "stop")
+        sampling["stop"] = stop
+    for name, (low, high, default) in _NUMBER_PARAMETERS.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if not _number(value) or not low <= value <= high:
+            raise _invalid(f"'{name}' must be a number from {low} to {high}.", name)
+        if value != default:
+            sampling[name] = value
+    seed = body.get("seed")
+    if seed is not None:
+        if not isinstance(seed, int) or isinstance(seed, bool) or not _SEED_RANGE[0] <= seed <= _SEED_RANGE[1]:
+            raise _invalid("'seed' must be a 64-bit integer.", "seed")
+        sampling["seed"] = seed
+    logit_bias = body.get("logit_bias")
+    if logit_bias not in (None, {}):
+        if (
+            not isinstance(logit_bias, dict)
+            or len(logit_bias) > 1024
+            or not all(token.isdigit() and _number(bias) and -100 <= bias <= 100 for token, bias in logit_bias.items())
+        ):
+            raise _invalid("'logit_bias' must map token ids to numbers from -100 to 100.", "logit_bias")
+        sampling["logit_bias"] = logit_bias
+    return sampling
 
 
 def _messages(messages) -> list[dict]:
@@ -193,7 +240,8 @@ def _gate_arguments(holder, state: usage.GateState, request: CompletionRequest) 
         "model": request.model,
         "prompt": request.messages,
         "source": "api",
-        "cacheable": request.temperature is None,  # an explicit temperature asks for a fresh answer
+        # An explicit temperature asks for a fresh answer; other sampling parameters, for an answer of their own.
+        "cacheable": request.temperature is None and not request.sampling,
         "max_tokens": request.max_tokens,
         "api_key_id": holder.api_key_id,
     }
@@ -223,6 +271,7 @@ async def completion_open(*, token: str, request: CompletionRequest) -> "OpenCom
         messages=request.messages,
         model=request.model,
         temperature=request.temperature if request.temperature is not None else settings.LLM_TEMPERATURE,
+        sampling=request.sampling,
     )
     return OpenCompletion(request, admission, stream)
 

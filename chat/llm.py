@@ -144,11 +144,14 @@ class CompletionStream:
     (everything the provider sent, delivered or not) and `finish_reason` say what happened.
     """
 
-    def __init__(self, *, messages: list[dict], model: str, max_tokens: int, temperature: Decimal):
+    def __init__(
+        self, *, messages: list[dict], model: str, max_tokens: int, temperature: Decimal, sampling: dict | None = None
+    ):
         self.messages = messages
         self.model = model
         self.max_tokens = max_tokens
         self.temperature = temperature
+        self.sampling = sampling or {}  # other sampling parameters (stop, top_p, seed, ...), sent as they are
         self.provider = ""
         self.usage: dict | None = None
         self.finish_reason: str | None = None
@@ -228,6 +231,7 @@ class CompletionStream:
                 "messages": self.messages,
                 "max_tokens": self.max_tokens,
                 "temperature": float(self.temperature),
+                **self.sampling,
                 "stream": True,
                 "stream_options": {"include_usage": True},
             },

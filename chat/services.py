@@ -260,13 +260,14 @@ def turn_record(*, plan: TurnPlan) -> Turn:
 
 
 def answer_stream(
-    *, admission: usage.Admission, messages: list[dict], model: str, temperature
+    *, admission: usage.Admission, messages: list[dict], model: str, temperature, sampling: dict | None = None
 ) -> CompletionStream | CachedStream:
-    """The cached answer the gate found, or the provider request, sent at once."""
+    """The cached answer the gate found, or the provider request, sent at once. `sampling`: the API caller's
+    other sampling parameters (chat.completions)."""
     if admission.cached_answer is not None:
         return CachedStream(messages=messages, answer=admission.cached_answer)
     return CompletionStream(
-        messages=messages, model=model, max_tokens=admission.max_tokens, temperature=temperature
+        messages=messages, model=model, max_tokens=admission.max_tokens, temperature=temperature, sampling=sampling
     ).start()
 
 

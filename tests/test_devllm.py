@@ -1,5 +1,7 @@
 """The dev LLM spoken to by the real `openai` SDK over real HTTP."""
 
+import json
+
 import httpx2
 import openai
 import pytest
@@ -43,6 +45,35 @@ async def test_non_streaming_completion_and_max_tokens(devllm):
     assert completion.choices[0].finish_reason == "length"
     assert completion.usage.completion_tokens == 5
     assert completion.model == "demo-large"
+
+
+async def test_a_stop_sequence_ends_the_answer_before_it(devllm):
+    full = "".join(answer_tokens(MESSAGES, length=12))  # "You said: Hello there\n\n<filler>"
+    first_filler_word = full.split("\n\n")[1].split()[0]
+
+    stopped = await client(devllm).chat.completions.create(model="demo-mini", messages=MESSAGES, stop="\n\n")
+    either = await client(devllm).chat.completions.create(
+        model="demo-mini", messages=MESSAGES, stream=True, stream_options={"include_usage": True},
+        stop=[first_filler_word, "there"],
+    )  # fmt: skip
+    chunks = [chunk async for chunk in either]
+
+    assert stopped.choices[0].message.content == "You said: Hello there"
+    assert stopped.choices[0].finish_reason == "stop" and stopped.usage.completion_tokens == 4
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "You said: Hello "
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].usage.completion_tokens == 4  # "You", " said:", " Hello", and the part of " there" before it
+
+
+async def test_echo_sampling_answers_with_the_sampling_parameters_received(devllm):
+    sent = {"stop": ["\n\n"], "top_p": 0.5, "seed": 7, "logit_bias": {"50256": -100}}
+    asked = [{"role": "user", "content": "What did you get? [devllm echo=sampling]"}]
+
+    answer = await client(devllm).chat.completions.create(model="demo-mini", messages=asked, **sent)
+    plain = await client(devllm).chat.completions.create(model="demo-mini", messages=asked)
+
+    assert json.loads(answer.choices[0].message.content) == sent
+    assert json.loads(plain.choices[0].message.content) == {}
 
 
 async def test_models_and_moderations(devllm):

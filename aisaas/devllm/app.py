@@ -13,9 +13,11 @@ import time
 from aisaas.devllm.behaviour import (
     Behaviour,
     answer_tokens,
+    cut_at_stop,
     last_user_text,
     moderation_result,
     prompt_token_count,
+    sampling_tokens,
 )
 
 MODELS = ("demo-mini", "demo-large")
@@ -137,8 +139,12 @@ async def _chat_completions(payload, defaults, receive, send):
         return
     behaviour = defaults.overridden_by(last_user_text(messages))
     max_tokens = payload.get("max_completion_tokens") or payload.get("max_tokens") or behaviour.tokens
-    tokens = answer_tokens(messages, length=min(behaviour.tokens, int(max_tokens)))
-    finish_reason = "length" if int(max_tokens) < behaviour.tokens else "stop"
+    if behaviour.echo == "sampling":
+        tokens = sampling_tokens(payload)
+    else:
+        tokens = answer_tokens(messages, length=min(behaviour.tokens, int(max_tokens)))
+    tokens, stopped = cut_at_stop(tokens, payload.get("stop"))
+    finish_reason = "length" if int(max_tokens) < behaviour.tokens and not stopped else "stop"
     usage = {
         "prompt_tokens": prompt_token_count(messages),
         "completion_tokens": len(tokens),

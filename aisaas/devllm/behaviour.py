@@ -2,10 +2,15 @@
 
 import dataclasses
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 
 FAULTS = ("none", "error_before", "error_mid", "hang", "hang_mid")
+# What an answer says: the usual echo and filler, or the sampling parameters the request came with (SAMPLING, as
+# JSON), for tests that check what a client of ours passed on.
+ECHOES = ("text", "sampling")
+SAMPLING = ("stop", "top_p", "presence_penalty", "frequency_penalty", "seed", "logit_bias")
 
 # "[devllm tokens=5 interval_ms=0 fault=error_mid]" anywhere in the last user message overrides the server's
 # defaults for that one request (and is left out of the echo).
@@ -49,6 +54,7 @@ class Behaviour:
     ttft_ms: float = 100.0  # time to first token
     fault: str = "none"  # one of FAULTS
     fault_after: int = 5  # tokens sent before a mid-stream fault
+    echo: str = "text"  # one of ECHOES
 
     def overridden_by(self, text: str) -> "Behaviour":
         match = DIRECTIVE.search(text)
@@ -61,6 +67,8 @@ class Behaviour:
                 changes[name] = type(getattr(self, name))(raw)
         if changes.get("fault", self.fault) not in FAULTS:
             changes.pop("fault")
+        if changes.get("echo", self.echo) not in ECHOES:
+            changes.pop("echo")
         return dataclasses.replace(self, **changes)
 
 
@@ -85,6 +93,30 @@ def answer_tokens(messages: list[dict], *, length: int) -> list[str]:
         tokens.extend(TOKEN.findall(FILLER[sentence % len(FILLER)] + " "))
         sentence += 1
     return tokens[:length]
+
+
+def sampling_tokens(payload: dict) -> list[str]:
+    """An answer that is the request's sampling parameters, as JSON (Behaviour.echo "sampling")."""
+    return TOKEN.findall(json.dumps({name: payload[name] for name in SAMPLING if payload.get(name) is not None}))
+
+
+def cut_at_stop(tokens: list[str], stop) -> tuple[list[str], bool]:
+    """The tokens before the first of the `stop` sequences (a string or a list), which is left out, as OpenAI's
+    `stop` does; and whether one was met."""
+    stops = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
+    text = "".join(tokens)
+    found = [text.find(each) for each in stops if isinstance(each, str) and each and each in text]
+    if not found:
+        return tokens, False
+    cut, kept, length = min(found), [], 0
+    for token in tokens:
+        if length + len(token) > cut:
+            if cut > length:
+                kept.append(token[: cut - length])
+            break
+        kept.append(token)
+        length += len(token)
+    return kept, True
 
 
 def prompt_token_count(messages: list[dict]) -> int:

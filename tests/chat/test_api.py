@@ -2,6 +2,7 @@
 subprocess, on the test database, talking to the dev LLM): answers, usage, and each error as the SDK's own
 exception class."""
 
+import json
 import threading
 
 import openai
@@ -142,10 +143,75 @@ def test_an_unknown_model_is_not_found_and_bad_requests_are_bad_requests(api_ser
         with pytest.raises(openai.BadRequestError) as bad:
             client.chat.completions.create(model="demo-mini", **arguments)
         assert bad.value.body["type"] == "invalid_request_error" and bad.value.body["message"]
-    # Fields the OpenAI API accepts and we do not use are ignored.
-    answer = client.chat.completions.create(model="demo-mini", messages=PROMPT, user="end-user-7", seed=1, top_p=1)
+    # Fields the OpenAI API accepts and we have no use for are ignored.
+    answer = client.chat.completions.create(model="demo-mini", messages=PROMPT, user="end-user-7", store=False)
     assert answer.choices[0].message.content
     assert UsageRecord.objects.count() == 1
+
+
+ECHO_SAMPLING = [{"role": "user", "content": "What did the provider get? [devllm echo=sampling]"}]
+
+
+def test_sampling_parameters_reach_the_provider_as_sent_and_defaults_are_left_out(api_server, raw_key):
+    client = sdk(api_server, raw_key)
+    sampling = {
+        "stop": ["\n\n"],
+        "top_p": 0.5,
+        "presence_penalty": 0.4,
+        "frequency_penalty": -0.3,
+        "seed": 42,
+        "logit_bias": {"50256": -100},
+    }
+
+    answer = client.chat.completions.create(model="demo-mini", messages=ECHO_SAMPLING, **sampling)
+    at_defaults = client.chat.completions.create(
+        model="demo-mini", messages=ECHO_SAMPLING, top_p=1, presence_penalty=0, frequency_penalty=0, stop=[]
+    )
+
+    assert json.loads(answer.choices[0].message.content) == sampling
+    assert json.loads(at_defaults.choices[0].message.content) == {}
+
+
+def test_a_stop_sequence_ends_the_answer_never_from_the_cache_and_only_what_was_produced_is_charged(
+    api_server, api_user, raw_key
+):
+    client = sdk(api_server, raw_key)
+    asked = [{"role": "user", "content": "Stop me here"}]
+    full = client.chat.completions.create(model="demo-mini", messages=asked)  # and now in the prompt cache
+
+    stream = client.chat.completions.create(
+        model="demo-mini", messages=asked, stop="\n\n", stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+
+    assert full.choices[0].message.content.startswith("You said: Stop me here\n\n")
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "You said: Stop me here"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].usage.completion_tokens < full.usage.completion_tokens
+    stopped = UsageRecord.objects.filter(user=api_user).latest("created_at")
+    assert not stopped.cached and stopped.completion_tokens == chunks[-1].usage.completion_tokens
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        {"stop": ["a", "b", "c", "d", "e"]},
+        {"stop": [""]},
+        {"stop": 5},
+        {"top_p": 1.5},
+        {"presence_penalty": -3},
+        {"frequency_penalty": "high"},
+        {"seed": 1.5},
+        {"seed": True},
+        {"logit_bias": {"the": 5}},
+        {"logit_bias": {"50256": 101}},
+    ],
+)
+def test_sampling_parameters_out_of_range_are_bad_requests_naming_them(api_server, raw_key, wrong):
+    with pytest.raises(openai.BadRequestError) as bad:
+        sdk(api_server, raw_key).chat.completions.create(model="demo-mini", messages=PROMPT, **wrong)
+    assert bad.value.body["param"] == next(iter(wrong)) and bad.value.body["code"] == "invalid_request"
+    assert not UsageRecord.objects.exists()
 
 
 def test_flagged_text_and_a_suspended_account_are_permission_errors(api_server, api_user, raw_key):
