@@ -21,12 +21,11 @@ from chat.routing import websocket_urlpatterns  # noqa: E402
 # daphne runs no system checks of its own; a misconfigured production server must not start serving.
 stop_unless_deployable()
 
-OPENAI_API_PATHS = {"/v1/chat/completions", "/v1/models"}
-
 
 async def http_application(scope, receive, send):
-    """The OpenAI-compatible API on its own lean ASGI app (see chat/api.py), everything else through Django."""
-    if scope["path"] in OPENAI_API_PATHS:
+    """The OpenAI-compatible API (/v1/...) on its own lean ASGI app (see chat/api.py), everything else through
+    Django."""
+    if scope["path"].startswith("/v1/") or scope["path"] == "/v1":
         return await openai_api.application(scope, receive, send)
     return await django_asgi_app(scope, receive, send)
 

@@ -22,7 +22,7 @@ urlpatterns = [
     # Stripe's webhooks: /stripe/webhook/<uuid>/ (dj-stripe's view; the endpoint's secret is in its admin).
     path("stripe/", include("djstripe.urls", namespace="djstripe")),
     path("admin/", admin.site.urls),
-    # The OpenAI-compatible API (/v1/chat/completions, /v1/models) is served beside Django: aisaas/asgi.py.
+    # The OpenAI-compatible API (everything under /v1/) is served beside Django: aisaas/asgi.py.
     # The REST API (Django REST framework), its OpenAPI schema and its docs page.
     path("api/", include(router.urls)),
     path("api/usage/", CurrentUsage.as_view(), name="api_usage"),

@@ -1,4 +1,5 @@
-"""The OpenAI-compatible API: POST /v1/chat/completions and GET /v1/models, for the official SDKs. Thin:
+"""The OpenAI-compatible API: POST /v1/chat/completions, GET /v1/models and /v1/models/{model}, for the official
+SDKs; any other /v1 URL is an OpenAI-shaped 404. Thin:
 chat.completions does the work. Every error is in OpenAI's shape, {"error": {message, type, code, param}},
 with the status the SDKs turn into their own exception classes.
 
@@ -47,6 +48,11 @@ class UpstreamFailed(ApplicationError):
 class BodyTooLarge(ApplicationError):
     code = "request_too_large"
     http_status = 413
+
+
+class UnknownUrl(ApplicationError):
+    code = "unknown_url"
+    http_status = 404
 
 
 class Response:
@@ -121,18 +127,27 @@ async def chat_completions(token: str, body: bytes, send) -> Response | None:
         completion = await completions.completion_open(token=token, request=request)
     except ApplicationError as error:
         return openai_error(error)
+    # The call's id, as OpenAI sends its own (the SDKs show it as `_request_id`): the usage record's, for support.
+    request_id = {"X-Request-Id": completion.admission.request_id}
     if not completion.request.stream:
         try:
-            return Response(200, completion.response(await completion.text()))
+            return Response(200, completion.response(await completion.text()), request_id)
         except ProviderError as error:
-            return openai_error(UpstreamFailed(str(error), code=error.code))
+            response = openai_error(UpstreamFailed(str(error), code=error.code))
+            response.headers.update(request_id)
+            return response
     await send(
         {
             "type": "http.response.start",
             "status": 200,
             # No proxy may hold the tokens back.
             "headers": _headers(
-                {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+                {
+                    "Content-Type": "text/event-stream",
+                    "Cache-Control": "no-cache",
+                    "X-Accel-Buffering": "no",
+                    **request_id,
+                }
             ),
         }
     )
@@ -142,10 +157,12 @@ async def chat_completions(token: str, body: bytes, send) -> Response | None:
     return None
 
 
-async def models(token: str) -> Response:
-    """GET /v1/models."""
+async def models(token: str, model_id: str | None) -> Response:
+    """GET /v1/models, or GET /v1/models/{model_id}."""
     try:
-        return Response(200, await in_db_thread(completions.models_list)(token=token))
+        if model_id is None:
+            return Response(200, await in_db_thread(completions.models_list)(token=token))
+        return Response(200, await in_db_thread(completions.model_get)(token=token, model_id=model_id))
     except ApplicationError as error:
         return openai_error(error)
 
@@ -156,7 +173,7 @@ async def _until_disconnect(receive) -> None:
 
 
 async def application(scope, receive, send) -> None:
-    """The ASGI app for /v1/chat/completions and /v1/models (aisaas/asgi.py routes only those here)."""
+    """The ASGI app for every /v1 URL (aisaas/asgi.py routes them here)."""
     headers = dict(scope["headers"])
     host, _ = split_domain_port(headers.get(b"host", b"").decode("latin-1"))
     if not validate_host(host, settings.ALLOWED_HOSTS):
@@ -171,13 +188,20 @@ async def application(scope, receive, send) -> None:
         started = started or message["type"] == "http.response.start"
         await send(message)
 
+    path = scope["path"]
     try:
-        if scope["path"] == "/v1/models":
-            response = await models(token) if method == "GET" else _method_not_allowed("GET")
-        elif method == "POST":
-            response = await _answered_unless_gone(chat_completions(token, await _body(receive), send_tracked), receive)
-        else:
-            response = _method_not_allowed("POST")
+        if path == "/v1/chat/completions":
+            if method == "POST":
+                answer = chat_completions(token, await _body(receive), send_tracked)
+                response = await _answered_unless_gone(answer, receive)
+            else:
+                response = _method_not_allowed("POST")
+        elif path == "/v1/models" or path.startswith("/v1/models/"):
+            model_id = path.removeprefix("/v1/models/") if path != "/v1/models" else None
+            response = await models(token, model_id) if method == "GET" else _method_not_allowed("GET")
+        else:  # as OpenAI answers a URL it does not serve; the SDKs raise NotFoundError
+            served = "/v1/chat/completions and /v1/models"
+            response = openai_error(UnknownUrl(f"Unknown request URL: {method} {path}. This server serves {served}."))
     except BodyTooLarge as error:
         response = openai_error(error)
     except asyncio.CancelledError:

@@ -250,10 +250,20 @@ def _gate_arguments(holder, state: usage.GateState, request: CompletionRequest) 
 def models_list(*, token: str) -> dict:
     """GET /v1/models: the models the key's owner may use."""
     allowed, _ = models_for(plan_for(user=api_key_of(token).user))
-    return {
-        "object": "list",
-        "data": [{"id": model, "object": "model", "created": 0, "owned_by": "aisaas"} for model in allowed],
-    }
+    return {"object": "list", "data": [_model_object(model) for model in allowed]}
+
+
+def model_get(*, token: str, model_id: str) -> dict:
+    """GET /v1/models/{model}: one of the models the key's owner may use; any other is not found, as in the
+    list."""
+    allowed, _ = models_for(plan_for(user=api_key_of(token).user))
+    if model_id not in allowed:
+        raise NotFound(f"The model '{model_id}' does not exist.", code="model_not_found", param="model")
+    return _model_object(model_id)
+
+
+def _model_object(model_id: str) -> dict:
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": "aisaas"}
 
 
 async def completion_open(*, token: str, request: CompletionRequest) -> "OpenCompletion":

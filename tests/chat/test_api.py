@@ -113,6 +113,44 @@ def test_models_lists_what_the_owners_plan_allows(api_server, api_user, raw_key)
     assert refused.value.body["code"] == "model_not_in_plan"
 
 
+def test_a_model_is_retrieved_as_listed_and_others_are_not_found(api_server, api_user, raw_key):
+    client = sdk(api_server, raw_key)
+    model = client.models.retrieve("demo-large")
+    assert (model.id, model.object) == ("demo-large", "model")
+
+    services.plan_change(user=api_user, plan=make_plan(slug="mini-only", allowed_models=["demo-mini"]))
+    for absent in ("demo-large", "gpt-99"):
+        with pytest.raises(openai.NotFoundError) as missing:
+            client.models.retrieve(absent)
+        assert missing.value.body["code"] == "model_not_found" and missing.value.body["param"] == "model"
+    with pytest.raises(openai.AuthenticationError):
+        sdk(api_server, "sk-ais-not-a-real-key").models.retrieve("demo-mini")
+
+
+def test_a_url_we_do_not_serve_under_v1_is_an_openai_shaped_404(api_server, raw_key):
+    client = sdk(api_server, raw_key)
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.embeddings.create(model="demo-mini", input="Hello")
+    assert missing.value.body["code"] == "unknown_url" and "POST /v1/embeddings" in missing.value.body["message"]
+
+    status, body = _request(f"{api_server.url}/v1/chat/completions/extra", None, {})
+    assert status == 404 and body["error"]["type"] == "invalid_request_error"
+    assert not UsageRecord.objects.exists()
+
+
+def test_each_answer_carries_its_usage_records_request_id(api_server, api_user, raw_key):
+    client = sdk(api_server, raw_key)
+    answer = client.chat.completions.create(model="demo-mini", messages=[{"role": "user", "content": "Which id?"}])
+    with client.chat.completions.with_streaming_response.create(
+        model="demo-mini", messages=[{"role": "user", "content": "And this one?"}], stream=True
+    ) as streamed:
+        streamed_id = streamed.headers["x-request-id"]
+        list(streamed.iter_lines())
+
+    ids = set(UsageRecord.objects.filter(user=api_user).values_list("request_id", flat=True))
+    assert ids == {answer._request_id, streamed_id} and len(ids) == 2
+
+
 def test_bad_missing_and_revoked_keys_are_authentication_errors(api_server, api_user, raw_key):
     for key in ("sk-ais-not-a-real-key", "nonsense"):
         with pytest.raises(openai.AuthenticationError):
