@@ -52,6 +52,8 @@ def api_key_create(*, user: User, name: str, form_token: str | None = None) -> t
     `form_token` (api_key_form_token): a key was made with it already, KeyAlreadyCreated."""
     if form_token is not None and len(form_token) > ApiKey._meta.get_field("form_token").max_length:
         raise InvalidInput("The form is out of date: reload the page.", field="form_token")
+    # Before the other checks, so a form sent again is told so even at the key limit; the unique token below
+    # settles the same form sent twice at once.
     if form_token and ApiKey.objects.filter(form_token=form_token).exists():
         raise KeyAlreadyCreated()
     name = (name or "").strip()

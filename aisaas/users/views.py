@@ -16,7 +16,7 @@ def api_keys(request):
     if request.method == "POST":
         try:
             _, new_key = services.api_key_create(
-                user=request.user, name=request.POST.get("name", ""), form_token=request.POST.get("form_token") or None
+                user=request.user, name=request.POST.get("name", ""), form_token=request.POST.get("form_token")
             )
         except ApplicationError as error:
             messages.error(request, error.message)
