@@ -3,6 +3,7 @@
 // Content-Security-Policy is the second line of defence. User text is only ever set as textContent.
 import { marked } from "../vendor/marked/marked.esm.js";
 import DOMPurify from "../vendor/dompurify/purify.es.mjs";
+import { copyText } from "../common/clipboard.js";
 
 const config = JSON.parse(document.getElementById("chat-config").textContent);
 const csrfToken = document.querySelector("input[name=csrfmiddlewaretoken]").value;
@@ -31,6 +32,7 @@ let connected = false;
 let quota = config.quota; // the usage meter: {used, allowance, remaining, reset_at, level}
 let limitedUntil = 0; // a limit refuses messages until then (ms since the epoch)
 let limitTimer = null;
+const answerSources = new WeakMap(); // an answer's article -> its Markdown, what "Copy" puts on the clipboard
 
 // Refusals that come with a reset_at: the send button waits for it, with a countdown.
 const LIMIT_CODES = new Set(["rate_limited", "quota_exceeded"]);
@@ -46,6 +48,42 @@ DOMPurify.addHook("afterSanitizeAttributes", (node) => {
 
 function renderMarkdown(element, text) {
   element.innerHTML = DOMPurify.sanitize(marked.parse(text));
+  element.querySelectorAll("pre").forEach(addCodeCopy);
+}
+
+// ---- copying -----------------------------------------------------------------------------------------------
+
+// A button that copies what `textOf()` gives, or selects `selectable` for Ctrl+C where the browser refuses.
+function copyButton(label, textOf, selectable) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "copy";
+  button.title = label;
+  button.setAttribute("aria-label", label);
+  button.textContent = "Copy";
+  button.addEventListener("click", async () => {
+    button.textContent = (await copyText(textOf(), selectable)) ? "Copied" : "Selected: press Ctrl+C";
+    setTimeout(() => { button.textContent = "Copy"; }, 2000);
+  });
+  return button;
+}
+
+// Each code block gets its own Copy button, outside the <pre> so that it stays put while a long line scrolls.
+function addCodeCopy(pre) {
+  const block = document.createElement("div");
+  block.className = "code-block";
+  pre.replaceWith(block);
+  const code = pre.querySelector("code") || pre;
+  block.append(pre, copyButton("Copy code", () => code.textContent, code));
+}
+
+// A finished answer's Copy button gives its Markdown, as the model wrote it, not the rendered text.
+function addAnswerCopy(article, markdown) {
+  article.querySelector(".meta button.copy")?.remove();
+  if (!markdown) return;
+  answerSources.set(article, markdown);
+  const body = article.querySelector(".body");
+  article.querySelector(".meta").append(copyButton("Copy answer", () => answerSources.get(article), body));
 }
 
 // ---- thread ------------------------------------------------------------------------------------------------
@@ -82,6 +120,7 @@ function addMessage({
     article.append(meta);
     setMeta(article, { status, model, error_code });
     addFeedback(article, rating);
+    if (!content_purged_at && status !== "streaming") addAnswerCopy(article, content);
   }
   thread.append(article);
   keepScrolled(wasNearBottom || role === "user");
@@ -278,6 +317,7 @@ function connect() {
     }
     if (streaming) {
       setMeta(streaming.element, { status: "stopped", model: streaming.model });
+      addAnswerCopy(streaming.element, streaming.text);
       setStreaming(null);
     }
     statusLine.textContent = "Reconnecting…";
@@ -368,6 +408,7 @@ function onEnd(frame) {
   });
   setStreaming(null);
   addFeedback(element);
+  addAnswerCopy(element, text);
   if (frame.quota) {
     quota = frame.quota;
     updateMeter();

@@ -213,3 +213,39 @@ def test_thumbs_up_and_down_on_an_answer_are_saved_and_shown_after_a_reload(page
     rating.locator("button[data-rating='-1'][aria-pressed='true']").wait_for()
     assert rating.locator("button[aria-pressed='true']").count() == 1
     assert page.js_errors == []
+
+
+def test_a_code_block_and_a_whole_answer_are_copied_as_the_model_wrote_them(page, browser_user, live_server_url):
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server_url)
+    sign_in(page, browser_user, PASSWORD)
+    send(page, "Try this:\n\n```python\nprint('hi')\n    x = 1\n```\n\nthen **run** it. [devllm tokens=60]")
+    page.wait_for_selector("article.message.assistant.complete .meta button.copy")
+    saved = Message.objects.get(role="assistant").content
+    assert "```python" in saved and "**run**" in saved
+
+    for _ in range(2):  # the answer as streamed, then as rendered from the history after a reload
+        answer = page.locator(LAST_ANSWER)
+        answer.locator(".code-block button.copy").click()
+        answer.locator(".code-block button.copy:has-text('Copied')").wait_for()
+        assert page.evaluate("navigator.clipboard.readText()") == "print('hi')\n    x = 1\n"  # not the label
+        answer.locator(".meta button.copy").click()
+        answer.locator(".meta button.copy:has-text('Copied')").wait_for()
+        assert page.evaluate("navigator.clipboard.readText()") == saved  # the Markdown, not the rendered text
+        page.reload()
+        page.locator(LAST_ANSWER).locator(".meta button.copy").wait_for()
+    assert page.js_errors == []
+
+
+def test_without_the_clipboard_a_code_block_is_selected_for_copying_by_hand(page, browser_user):
+    sign_in(page, browser_user, PASSWORD)
+    send(page, "Run:\n\n```\nmake test\n```\n[devllm tokens=60]")
+    page.wait_for_selector("article.message.assistant.complete")
+    page.evaluate(
+        "Object.defineProperty(navigator, 'clipboard', {value: {writeText: () => Promise.reject(new Error('denied'))}})"
+    )
+    block = page.locator(LAST_ANSWER).locator(".code-block")
+    block.locator("button.copy").click()
+    block.locator("button.copy:has-text('Ctrl+C')").wait_for()
+    assert page.evaluate("window.getSelection().toString()").strip() == "make test"
+    block.locator("button.copy:text-is('Copy')").wait_for()  # the label comes back
+    assert page.js_errors == []
