@@ -13,6 +13,7 @@ router.register("conversations", ConversationViewSet, basename="conversation")
 
 urlpatterns = [
     path("", views.landing, name="landing"),
+    path("favicon.ico", views.favicon),
     path("accounts/", include("allauth.urls")),
     path("api-keys/", user_views.api_keys, name="api_keys"),
     path("api-keys/<int:key_id>/revoke/", user_views.api_key_revoke, name="api_key_revoke"),

@@ -1,5 +1,6 @@
 from django.conf import settings
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.templatetags.static import static
 
 from chat.llm import model_catalogue
 
@@ -10,3 +11,9 @@ def landing(request):
         "landing.html",
         {"models": model_catalogue().models, "demo": settings.LLM_DEMO},
     )
+
+
+def favicon(request):
+    """Browsers ask for /favicon.ico on pages that name no icon (the admin, the API's docs pages). Not a
+    permanent redirect: the icon's static URL carries a hash that changes when the icon does."""
+    return redirect(static("favicon.svg"))

@@ -1,6 +1,10 @@
 """The chat page and the conversation endpoints over HTTP."""
 
+from pathlib import Path
+
 import pytest
+from django.contrib.staticfiles import finders
+from django.templatetags.static import static
 from django.urls import reverse
 
 from chat.models import Conversation
@@ -130,6 +134,15 @@ def test_landing_page_explains_and_links(client):
     html = client.get("/").content.decode()
     assert reverse("account_signup") in html and reverse("account_login") in html
     assert "demo" in html.lower()
+
+
+def test_pages_and_the_browsers_default_address_give_the_site_icon(client):
+    icon_url = static("favicon.svg")
+    assert f'<link rel="icon" href="{icon_url}" type="image/svg+xml">' in client.get("/").content.decode()
+    response = client.get("/favicon.ico")  # what a browser asks for on a page that names no icon (the admin)
+    assert response.status_code == 302 and response["Location"] == icon_url
+    svg = Path(finders.find("favicon.svg")).read_text()
+    assert svg.startswith("<svg") and 'viewBox="0 0 32 32"' in svg
 
 
 def test_no_secret_reaches_a_page(client, user, settings):
