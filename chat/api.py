@@ -113,6 +113,19 @@ async def _body(receive) -> bytes:
             return b"".join(parts)
 
 
+def _admitted_headers(admission) -> dict[str, str]:
+    """The call's id, as OpenAI sends its own (the SDKs show it as `_request_id`): the usage record's, for support.
+    And the requests-per-minute limit after this call, in the headers a refusal sends for the limit that refused
+    (aisaas.middleware.limit_headers), so that a client can pace itself before it is refused."""
+    rate = admission.requests_per_minute
+    return {
+        "X-Request-Id": admission.request_id,
+        "X-RateLimit-Limit": str(rate.limit),
+        "X-RateLimit-Remaining": str(rate.remaining),
+        "X-RateLimit-Reset": str(round(rate.reset_at)),
+    }
+
+
 async def chat_completions(token: str, body: bytes, send) -> Response | None:
     """POST /v1/chat/completions. Returns the response to send, or None once it streamed its answer."""
     try:
@@ -127,14 +140,13 @@ async def chat_completions(token: str, body: bytes, send) -> Response | None:
         completion = await completions.completion_open(token=token, request=request)
     except ApplicationError as error:
         return openai_error(error)
-    # The call's id, as OpenAI sends its own (the SDKs show it as `_request_id`): the usage record's, for support.
-    request_id = {"X-Request-Id": completion.admission.request_id}
+    admitted = _admitted_headers(completion.admission)
     if not completion.request.stream:
         try:
-            return Response(200, completion.response(await completion.text()), request_id)
+            return Response(200, completion.response(await completion.text()), admitted)
         except ProviderError as error:
             response = openai_error(UpstreamFailed(str(error), code=error.code))
-            response.headers.update(request_id)
+            response.headers.update(admitted)
             return response
     await send(
         {
@@ -146,7 +158,7 @@ async def chat_completions(token: str, body: bytes, send) -> Response | None:
                     "Content-Type": "text/event-stream",
                     "Cache-Control": "no-cache",
                     "X-Accel-Buffering": "no",
-                    **request_id,
+                    **admitted,
                 }
             ),
         }

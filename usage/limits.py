@@ -54,6 +54,7 @@ class LimitResult:
     retry_after_seconds: float  # 0 when allowed
     now: float  # the store's clock, epoch seconds
     read: bytes | None = None  # the value at take(read=key), if allowed and the key exists
+    first_whole_after_seconds: float = 0.0  # when allowed: until the first limit has all of its allowance back
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ for i = 1, count do
 end
 local read = false
 if #KEYS > count then read = redis.call('GET', KEYS[count + 1]) end
-return {1, 0, first_remaining, 0, now, read}
+return {1, 0, first_remaining, math.ceil(new_tats[1] - now), now, read}
 """
 
 # KEYS[1]: the limit, ARGV[1]: the amount to give back (ms of its schedule; 0: none). ARGV[2]: how long (ms)
@@ -149,14 +150,17 @@ def _give_back_call(
 
 
 def _take_result(limits: list[Limit], reply: list) -> LimitResult:
-    allowed, index, remaining, retry_ms, now_ms, *value = reply
+    # The fourth value is in ms: until the refusing limit would let the request through, or when all were taken,
+    # until the first one is whole again.
+    allowed, index, remaining, wait_ms, now_ms, *value = reply
     return LimitResult(
         allowed=bool(allowed),
         limit=None if allowed else limits[index - 1],
         remaining=remaining,
-        retry_after_seconds=retry_ms / 1000,
+        retry_after_seconds=0.0 if allowed else wait_ms / 1000,
         now=now_ms / 1000,
         read=value[0] if value and value[0] else None,
+        first_whole_after_seconds=wait_ms / 1000 if allowed else 0.0,
     )
 
 
@@ -218,7 +222,7 @@ class LocalLimiter:
                     first_remaining = math.floor((limit.period_seconds - (new_tat - now)) / interval)
             for limit, new_tat in zip(limits, new_tats, strict=True):
                 self.tats[limit.key] = new_tat
-            return LimitResult(True, None, first_remaining, 0.0, now)
+            return LimitResult(True, None, first_remaining, 0.0, now, first_whole_after_seconds=new_tats[0] - now)
 
     def give_back(self, limit: Limit, amount: int, *, write: None = None, once_for: str | None = None) -> None:
         with self.lock:

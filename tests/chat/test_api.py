@@ -266,6 +266,25 @@ def test_flagged_text_and_a_suspended_account_are_permission_errors(api_server, 
     assert QuotaPeriod.objects.get(user=api_user).reserved == 0  # the flagged request gave its hold back
 
 
+def test_each_answer_says_how_many_requests_are_left_this_minute_so_a_client_can_pace_itself(
+    api_server, api_user, raw_key
+):
+    services.plan_change(user=api_user, plan=make_plan(slug="paced", requests_per_minute=5))
+    client = sdk(api_server, raw_key)
+    started = timezone.now().timestamp()
+    answer = client.chat.completions.with_raw_response.create(model="demo-mini", messages=PROMPT)
+    with client.chat.completions.with_streaming_response.create(
+        model="demo-mini", messages=PROMPT, stream=True
+    ) as streamed:
+        list(streamed.iter_lines())
+
+    assert [response.headers["X-RateLimit-Limit"] for response in (answer, streamed)] == ["5", "5"]
+    assert [response.headers["X-RateLimit-Remaining"] for response in (answer, streamed)] == ["4", "3"]
+    # One request of five a minute comes back every 12 s: two taken, the minute is whole again 24 s on.
+    resets = [int(response.headers["X-RateLimit-Reset"]) for response in (answer, streamed)]
+    assert started + 11 <= resets[0] <= started + 14 and started + 23 <= resets[1] <= started + 26
+
+
 def test_a_rate_limit_is_a_rate_limit_error_with_retry_after_and_limit_headers(api_server, api_user, raw_key):
     services.plan_change(user=api_user, plan=make_plan(slug="slow", requests_per_minute=1))
     client = sdk(api_server, raw_key)

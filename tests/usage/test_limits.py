@@ -43,6 +43,16 @@ def test_a_burst_up_to_the_limit_passes_then_the_next_is_refused_with_when_to_re
     assert 19 <= refused.retry_after_seconds <= 20
 
 
+def test_a_taken_request_says_when_the_first_limit_is_whole_again(limiter):
+    tokens_per_day = limits.Limit("tokens_per_day", "u1:tpd", 1000, 86400, 600)
+    first = limiter.take([per_minute(3), tokens_per_day])
+    second = limiter.take([per_minute(3)])
+
+    # The first limit's clock, not the others': each request of 3 a minute is given back 20 s after it was taken.
+    assert 19 <= first.first_whole_after_seconds <= 20
+    assert 39 <= second.first_whole_after_seconds <= 40 and second.remaining == 1
+
+
 def test_all_limits_are_taken_together_or_not_at_all(limiter):
     tokens = limits.Limit("tokens_per_day", "u1:tpd", 100, 86400, 60)
     assert limiter.take([per_minute(10), tokens]).allowed

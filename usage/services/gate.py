@@ -52,6 +52,16 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
+class RateLimitState:
+    """A limit's state once an admitted request took its share: what the API tells a client in its
+    X-RateLimit-* headers, so that it can pace itself before it is refused."""
+
+    limit: int
+    remaining: int
+    reset_at: float  # epoch seconds: when all of the allowance is back
+
+
+@dataclass(frozen=True)
 class Admission:
     """A request the gate let through, with what it holds until it is settled or released."""
 
@@ -68,9 +78,11 @@ class Admission:
     cache_key: str | None
     cached_answer: dict | None
     admitted_at: float  # time.monotonic(), for the record's latency
+    requests_per_minute: RateLimitState  # the limit a busy client meets first
 
 
 def _limits_for(*, user_id: int, plan: Plan, tokens: int) -> list[limits.Limit]:
+    # Requests per minute first: the take reports the first limit's state (Admission.requests_per_minute).
     return [
         limits.Limit("requests_per_minute", f"{user_id}:rpm", plan.requests_per_minute, 60, 1),
         limits.Limit("requests_per_day", f"{user_id}:rpd", plan.requests_per_day, 86400, 1),
@@ -368,7 +380,10 @@ def _refuse_unless_allowed(result: limits.LimitResult, request: _Request) -> Non
     )
 
 
-def _admission(request: _Request, period: QuotaPeriod, cached_answer: dict | None) -> Admission:
+def _admission(
+    request: _Request, period: QuotaPeriod, taken: limits.LimitResult, cached_answer: dict | None
+) -> Admission:
+    per_minute = request.limits[0]
     return Admission(
         request_id=uuid.uuid4().hex,
         api_key_id=request.api_key_id,
@@ -383,6 +398,9 @@ def _admission(request: _Request, period: QuotaPeriod, cached_answer: dict | Non
         cache_key=request.cache_key,
         cached_answer=cached_answer,
         admitted_at=time.monotonic(),
+        requests_per_minute=RateLimitState(
+            per_minute.limit, taken.remaining, taken.now + taken.first_whole_after_seconds
+        ),
     )
 
 
@@ -431,7 +449,7 @@ def gate_admit(
         cached_answer = (
             prompt_cache.decoded(result.read) if request.cache_rides else prompt_cache.get(request.cache_key)
         )
-    return _admission(request, period, cached_answer)
+    return _admission(request, period, result, cached_answer)
 
 
 async def gate_admit_on_loop(
@@ -475,7 +493,7 @@ async def gate_admit_on_loop(
             logger.exception("Quota store unavailable: refusing paid calls")
             raise _quota_unavailable() from None
         raise
-    return _admission(request, period, await _cached_answer_on_loop(request, result))
+    return _admission(request, period, result, await _cached_answer_on_loop(request, result))
 
 
 async def _cached_answer_on_loop(request: _Request, result: limits.LimitResult) -> dict | None:
@@ -580,7 +598,7 @@ async def _pass_as_last_time(
             state, same_request = arguments["state"], _request_from(arguments) == request
         if same_request and taken and held_in is not None and not spend_cap_reached(state):
             cached_answer = await _cached_answer_on_loop(request, take.result())
-            return found, arguments, _admission(request, state.period, cached_answer)
+            return found, arguments, _admission(request, state.period, take.result(), cached_answer)
     except BaseException:
         await asyncio.shield(_give_back(request, taken=taken, held_in=held_in))
         raise
