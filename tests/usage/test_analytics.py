@@ -217,6 +217,18 @@ def test_the_analytics_page_shows_totals_models_days_and_heaviest_users(client, 
     assert "<svg" in page and "USD" in page
 
 
+def test_the_charts_give_money_to_four_places_and_tokens_with_thousands_separators(client, staff, user):
+    answer(user, model="demo-large", prompt_tokens=1000, completion_tokens=3000)  # $0.0325
+    answer(user, model="demo-mini", prompt_tokens=700, completion_tokens=700)  # $0.000525
+    client.force_login(staff)
+
+    for url in (reverse("admin:usage_usagedaily_changelist"), reverse("admin:usage_user_analytics", args=[user.pk])):
+        page = client.get(url).content.decode()
+        assert "Tokens per day (UTC), highest 5,400 tokens" in page
+        assert "Cost per day (UTC), highest 0.0330 USD" in page
+        assert ": 0.0330 USD</title>" in page and ": 5,400 tokens</title>" in page  # each bar's tooltip
+
+
 def test_filters_by_plan_and_model_and_a_bad_date_falls_back_with_a_message(client, staff, user, other_user):
     services.plan_change(user=user, plan=Plan.objects.get(slug="pro"))
     answer(user, model="demo-large", prompt_tokens=7, completion_tokens=3)
