@@ -6,13 +6,15 @@ from chat.models import Conversation, Message
 SIDEBAR_CONVERSATIONS = 200
 
 
-def conversation_list(*, user) -> list[dict]:
-    """The user's conversations, most recently active first (served by the (user, -updated_at) index)."""
-    return list(
+def conversation_list(*, user) -> tuple[list[dict], bool]:
+    """The user's SIDEBAR_CONVERSATIONS most recently active conversations (served by the (user, -updated_at)
+    index), and whether there are older ones (the page fetches those from the REST API when asked)."""
+    conversations = list(
         Conversation.objects.filter(user=user)
         .order_by("-updated_at", "-id")
-        .values("id", "title", "updated_at")[:SIDEBAR_CONVERSATIONS]
+        .values("id", "title", "updated_at")[: SIDEBAR_CONVERSATIONS + 1]
     )
+    return conversations[:SIDEBAR_CONVERSATIONS], len(conversations) > SIDEBAR_CONVERSATIONS
 
 
 def conversation_get(*, user, conversation_id, for_update: bool = False) -> Conversation:

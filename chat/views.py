@@ -21,11 +21,13 @@ def chat_page(request, conversation_id: int | None = None):
     plan, period = usage_selectors.plan_and_period(user=request.user)
     meter = usage_selectors.quota_meter(period=period)
     models, default_model = services.models_for(plan)
+    conversations, older_conversations = selectors.conversation_list(user=request.user)
     return render(
         request,
         "chat/chat.html",
         {
-            "conversations": selectors.conversation_list(user=request.user),
+            "conversations": conversations,
+            "older_conversations": older_conversations,
             "conversation": conversation,
             "plan": plan,
             "meter": meter,

@@ -226,7 +226,7 @@ function sidebarItem(id) {
   return conversationList.querySelector(`li[data-id="${id}"]`);
 }
 
-function upsertConversation(id, title, { moveToTop = false } = {}) {
+function upsertConversation(id, title, { moveToTop = false, older = false } = {}) {
   let item = sidebarItem(id);
   if (!item) {
     conversationList.querySelector("li.empty")?.remove();
@@ -236,12 +236,32 @@ function upsertConversation(id, title, { moveToTop = false } = {}) {
     link.className = "title";
     link.href = `/chat/c/${id}/`;
     item.append(link, iconButton("rename", "✎", "Rename"), iconButton("delete", "✕", "Delete"));
-    moveToTop = true;
+    if (older) conversationList.append(item);
+    else moveToTop = true;
   }
   item.querySelector("a.title").textContent = title || "Untitled";
   if (moveToTop) conversationList.prepend(item);
   item.classList.toggle("active", id === conversationId);
 }
+
+// The page lists the most recent conversations; older ones come from the REST API (most recently active first,
+// as here), a page at a time, after those already listed.
+const olderButton = document.getElementById("older-conversations");
+olderButton?.addEventListener("click", async () => {
+  const listed = conversationList.querySelectorAll("li[data-id]").length;
+  olderButton.disabled = true;
+  try {
+    const response = await fetch(`/api/conversations/?limit=100&offset=${listed}`, { credentials: "same-origin" });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const page = await response.json();
+    for (const conversation of page.results) upsertConversation(conversation.id, conversation.title, { older: true });
+    olderButton.hidden = !page.next;
+  } catch {
+    showNotice("Older conversations could not be loaded. Please try again.");
+  } finally {
+    olderButton.disabled = false;
+  }
+});
 
 function iconButton(kind, symbol, label) {
   const button = document.createElement("button");

@@ -7,6 +7,7 @@ from django.contrib.staticfiles import finders
 from django.templatetags.static import static
 from django.urls import reverse
 
+from chat import selectors
 from chat.models import Conversation
 from tests.factories import ConversationFactory, MessageFactory
 
@@ -32,6 +33,19 @@ def test_chat_page_lists_only_my_conversations_newest_first(client, user, other_
     assert html.index("Newer") < html.index("Older")
     assert "Not yours" not in html
     assert [c["id"] for c in response.context["conversations"]] == [newer.pk, older.pk]
+
+
+def test_the_sidebar_lists_the_most_recent_conversations_and_offers_the_older_ones(client, user, monkeypatch):
+    monkeypatch.setattr(selectors, "SIDEBAR_CONVERSATIONS", 3)
+    conversations = [ConversationFactory(user=user, title=f"Chat {n}") for n in range(4)]
+    client.force_login(user)
+
+    response = client.get(reverse("chat:new"))
+    assert [c["id"] for c in response.context["conversations"]] == [c.pk for c in reversed(conversations[1:])]
+    assert 'id="older-conversations"' in response.content.decode()
+
+    Conversation.objects.filter(pk=conversations[0].pk).delete()
+    assert 'id="older-conversations"' not in client.get(reverse("chat:new")).content.decode()
 
 
 def test_chat_page_query_count_does_not_grow_with_history(client, user, django_assert_max_num_queries):

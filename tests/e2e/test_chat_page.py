@@ -1,10 +1,13 @@
 """The chat page in real headless Chromium against daphne, the dev LLM streaming over HTTP."""
 
 import re
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
-from chat.models import Message
+from chat.models import Conversation, Message
+from chat.selectors import SIDEBAR_CONVERSATIONS
 from tests.e2e.conftest import sign_in
 from tests.factories import PASSWORD
 from tests.usage.conftest import make_plan
@@ -248,4 +251,25 @@ def test_without_the_clipboard_a_code_block_is_selected_for_copying_by_hand(page
     block.locator("button.copy:has-text('Ctrl+C')").wait_for()
     assert page.evaluate("window.getSelection().toString()").strip() == "make test"
     block.locator("button.copy:text-is('Copy')").wait_for()  # the label comes back
+    assert page.js_errors == []
+
+
+def test_older_conversations_are_listed_on_demand_after_the_recent_ones(page, browser_user):
+    total, now = SIDEBAR_CONVERSATIONS + 130, timezone.now()
+    Conversation.objects.bulk_create(
+        Conversation(user=browser_user, title=f"Chat {age}", updated_at=now - timedelta(minutes=age))
+        for age in range(total)
+    )
+    sign_in(page, browser_user, PASSWORD)
+    titles = page.locator("#conversations li[data-id] a.title")
+    assert titles.count() == SIDEBAR_CONVERSATIONS
+
+    page.click("#older-conversations")  # a page of 100 after those listed
+    page.wait_for_function(
+        f"() => document.querySelectorAll('#conversations li[data-id]').length > {SIDEBAR_CONVERSATIONS}"
+    )
+    assert page.is_visible("#older-conversations")
+    page.click("#older-conversations")
+    page.wait_for_selector("#older-conversations", state="hidden")
+    assert titles.all_inner_texts() == [f"Chat {age}" for age in range(total)]  # most recent first, each once
     assert page.js_errors == []
