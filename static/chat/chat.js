@@ -19,6 +19,7 @@ const conversationList = document.getElementById("conversations");
 const usageMeter = document.getElementById("usage-meter");
 const usageText = document.getElementById("usage-text");
 const limitBanner = document.getElementById("limit-banner");
+const promptLength = document.getElementById("prompt-length");
 
 const UNAUTHENTICATED = 4401;
 
@@ -440,6 +441,7 @@ function onError(frame) {
     // The message was refused before it started: give the user their text back.
     thread.querySelector("article.message.user.pending:last-of-type")?.remove();
     prompt.value = unsentText;
+    showPromptLength();
     unsentText = null;
   }
   if (replacedAnswer) {
@@ -510,7 +512,32 @@ function startLimit(frame) {
 }
 
 function refreshSendButton() {
-  sendButton.disabled = !connected || limitedUntil > Date.now();
+  sendButton.disabled = !connected || limitedUntil > Date.now() || tooLong();
+}
+
+// ---- the prompt's length: counted as the server counts it (Unicode code points), shown near the limit --------
+
+function promptChars() {
+  return [...prompt.value].length;
+}
+
+function tooLong() {
+  return promptChars() > config.maxMessageChars;
+}
+
+function showPromptLength() {
+  const chars = promptChars();
+  const limit = config.maxMessageChars;
+  promptLength.hidden = chars < limit * 0.9;
+  if (chars > limit) {
+    promptLength.className = "limit-banner error";
+    promptLength.textContent = `${numbers.format(chars)} / ${numbers.format(limit)} characters: `
+      + `shorten the message by ${numbers.format(chars - limit)} to send it.`;
+  } else {
+    promptLength.className = "limit-banner warn";
+    promptLength.textContent = `${numbers.format(chars)} / ${numbers.format(limit)} characters`;
+  }
+  refreshSendButton();
 }
 
 // ---- composing ---------------------------------------------------------------------------------------------
@@ -529,13 +556,14 @@ function fillModels() {
 
 function submitMessage() {
   const content = prompt.value;
-  if (!content.trim() || streaming || unsentText !== null || limitedUntil > Date.now()) return;
+  if (!content.trim() || streaming || unsentText !== null || limitedUntil > Date.now() || tooLong()) return;
   const frame = { type: "message", conversation: conversationId, content, model: modelSelect.value };
   if (!send(frame)) return;
   unsentText = content;
   addMessage({ role: "user", content, status: "pending" });
   prompt.value = "";
   autoGrow();
+  showPromptLength();
   thread.querySelector("button.regenerate")?.remove();
 }
 
@@ -562,7 +590,10 @@ prompt.addEventListener("keydown", (event) => {
     submitMessage();
   }
 });
-prompt.addEventListener("input", autoGrow);
+prompt.addEventListener("input", () => {
+  autoGrow();
+  showPromptLength();
+});
 stopButton.addEventListener("click", () => send({ type: "stop" }));
 
 fillModels();

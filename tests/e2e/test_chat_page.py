@@ -273,3 +273,28 @@ def test_older_conversations_are_listed_on_demand_after_the_recent_ones(page, br
     page.wait_for_selector("#older-conversations", state="hidden")
     assert titles.all_inner_texts() == [f"Chat {age}" for age in range(total)]  # most recent first, each once
     assert page.js_errors == []
+
+
+def test_a_message_over_the_length_limit_is_kept_whole_counted_and_not_sent(page, browser_user):
+    sign_in(page, browser_user, PASSWORD)
+    limit = page.evaluate("JSON.parse(document.getElementById('chat-config').textContent).maxMessageChars")
+    assert page.is_hidden("#prompt-length")
+
+    page.fill("#prompt", "x" * (limit + 1))  # a long paste: nothing is cut off
+    assert len(page.input_value("#prompt")) == limit + 1
+    assert page.inner_text("#prompt-length").endswith("shorten the message by 1 to send it.")
+    assert page.is_disabled("#send")
+    page.press("#prompt", "Enter")
+    page.wait_for_timeout(300)
+    assert page.locator("article.message").count() == 0
+
+    # Counted as the server counts (code points): an emoji is one character, though JavaScript's length says two.
+    page.fill("#prompt", "\N{GRINNING FACE}" * limit)
+    assert page.inner_text("#prompt-length") == f"{limit:,} / {limit:,} characters"
+    assert page.is_enabled("#send")
+
+    page.fill("#prompt", "x" * limit)
+    page.press("#prompt", "Enter")
+    page.wait_for_selector("article.message.assistant.complete")
+    assert page.is_hidden("#prompt-length")
+    assert page.js_errors == []
