@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
@@ -533,6 +533,32 @@ def conversation_delete(*, user, conversation_id) -> None:
     conversation_pk = conversation.pk
     conversation.delete()
     events.send_to_user_on_commit(user.pk, {"type": "conversation_deleted", "id": conversation_pk})
+
+
+_EXPORT_NOTES = {
+    Message.Status.STOPPED: "_(Stopped: the answer is incomplete.)_",
+    Message.Status.ERROR: "_(The answer failed.)_",
+    Message.Status.STREAMING: "_(Still being written when this was exported.)_",
+}
+
+
+def conversation_markdown(*, conversation: Conversation, messages: list[dict], now=None) -> str:
+    """The conversation as a Markdown document for the user to keep: its title, then each message under who
+    wrote it and when (UTC). An answer is its Markdown as the model wrote it; the user's text is as they typed it."""
+    when = "%Y-%m-%d %H:%M UTC"
+    now = now or timezone.now()
+    parts = [f"# {conversation.title or 'Untitled'}", f"Exported from aisaas on {now.strftime(when)}."]
+    for message in messages:
+        author = "You" if message["role"] == Message.Role.USER else f"Assistant ({message['model'] or 'unknown model'})"
+        parts.append(f"## {author} · {message['created_at'].astimezone(UTC).strftime(when)}")
+        if message["content_purged_at"]:
+            parts.append("_This text was erased after the retention period._")
+            continue
+        if message["content"]:
+            parts.append(message["content"].strip("\n"))
+        if message["status"] in _EXPORT_NOTES:
+            parts.append(_EXPORT_NOTES[message["status"]])
+    return "\n\n".join(parts) + "\n"
 
 
 def stale_streams_expire() -> int:

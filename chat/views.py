@@ -2,8 +2,10 @@ import json
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.utils.http import content_disposition_header
+from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
 from aisaas.errors import InvalidInput
@@ -50,6 +52,19 @@ def chat_page(request, conversation_id: int | None = None):
             },
         },
     )
+
+
+@login_required
+def conversation_export(request, conversation_id: int):
+    """The conversation as a Markdown file to download."""
+    conversation = selectors.conversation_get(user=request.user, conversation_id=conversation_id)
+    text = services.conversation_markdown(
+        conversation=conversation, messages=selectors.message_list(conversation=conversation)
+    )
+    response = HttpResponse(text, content_type="text/markdown; charset=utf-8")
+    filename = f"{slugify(conversation.title, allow_unicode=True)[:60] or 'conversation'}.md"
+    response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=filename)
+    return response
 
 
 def _json_body(request) -> dict:

@@ -20,6 +20,7 @@ const usageMeter = document.getElementById("usage-meter");
 const usageText = document.getElementById("usage-text");
 const limitBanner = document.getElementById("limit-banner");
 const promptLength = document.getElementById("prompt-length");
+const exportLink = document.getElementById("export-conversation");
 
 const UNAUTHENTICATED = 4401;
 
@@ -396,6 +397,8 @@ function onSaved(frame) {
   if (frame.conversation.created) {
     conversationId = frame.conversation.id;
     window.history.replaceState(null, "", `/chat/c/${conversationId}/`);
+    exportLink.href = `/chat/c/${conversationId}/export/`;
+    exportLink.hidden = false;
     document.title = `${frame.conversation.title} · aisaas`;
   }
   upsertConversation(frame.conversation.id, frame.conversation.title, { moveToTop: true });

@@ -1,11 +1,13 @@
 """The chat page and the conversation endpoints over HTTP."""
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.contrib.staticfiles import finders
 from django.templatetags.static import static
 from django.urls import reverse
+from django.utils import timezone
 
 from chat import selectors
 from chat.models import Conversation
@@ -165,3 +167,40 @@ def test_no_secret_reaches_a_page(client, user, settings):
     for url in ("/", reverse("chat:new")):
         html = client.get(url).content.decode()
         assert settings.LLM_API_KEY not in html and settings.SECRET_KEY not in html
+
+
+def test_a_conversation_downloads_as_markdown_with_who_wrote_what_and_when(client, user):
+    conversation = ConversationFactory(user=user, title="Café plans: v2")
+    asked = timezone.now().replace(year=2026, month=11, day=3, hour=9, minute=5, second=0, microsecond=0)
+    MessageFactory(conversation=conversation, content="Is **this** kept as typed?", created_at=asked)
+    MessageFactory(
+        conversation=conversation, role="assistant", model="demo-mini", content="Yes:\n\n```py\nx = 1\n```\n",
+        created_at=asked + timedelta(seconds=2),
+    )  # fmt: skip
+    MessageFactory(conversation=conversation, role="assistant", model="demo-mini", content="Half an", status="stopped")
+    MessageFactory(conversation=conversation, content="secret", content_purged_at=timezone.now())
+    client.force_login(user)
+
+    response = client.get(reverse("chat:export", args=[conversation.pk]))
+
+    assert response.status_code == 200 and response["Content-Type"] == "text/markdown; charset=utf-8"
+    # The title as the file's name, in RFC 6266's form for a name that is not ASCII.
+    assert response["Content-Disposition"] == "attachment; filename*=utf-8''caf%C3%A9-plans-v2.md"
+    text = response.content.decode()
+    assert text.startswith("# Café plans: v2\n\nExported from aisaas on ")
+    assert "## You · 2026-11-03 09:05 UTC\n\nIs **this** kept as typed?\n\n" in text
+    assert "## Assistant (demo-mini) · 2026-11-03 09:05 UTC\n\nYes:\n\n```py\nx = 1\n```\n\n" in text
+    assert "Half an\n\n_(Stopped: the answer is incomplete.)_" in text
+    assert "secret" not in text and "_This text was erased after the retention period._" in text
+    assert text.index("kept as typed") < text.index("Half an") < text.index("erased")
+
+
+def test_only_the_owner_can_download_a_conversation(client, user, other_user):
+    conversation = ConversationFactory(user=other_user, title="Theirs")
+    MessageFactory(conversation=conversation, content="private words")
+    url = reverse("chat:export", args=[conversation.pk])
+
+    assert client.get(url).status_code == 302  # to sign in
+    client.force_login(user)
+    for response in (client.get(url), client.get(reverse("chat:export", args=[999_999]))):
+        assert response.status_code == 404 and "private words" not in response.content.decode()

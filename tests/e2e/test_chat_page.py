@@ -2,6 +2,7 @@
 
 import re
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -297,4 +298,19 @@ def test_a_message_over_the_length_limit_is_kept_whole_counted_and_not_sent(page
     page.press("#prompt", "Enter")
     page.wait_for_selector("article.message.assistant.complete")
     assert page.is_hidden("#prompt-length")
+    assert page.js_errors == []
+
+
+def test_a_new_conversation_can_be_exported_as_soon_as_it_is_saved(page, browser_user):
+    sign_in(page, browser_user, PASSWORD)
+    assert page.is_hidden("#export-conversation")  # nothing to export in a new chat
+    send(page, "Keep this one")
+    page.wait_for_selector("article.message.assistant.complete")
+
+    with page.expect_download() as download:
+        page.click("#export-conversation")
+    assert download.value.suggested_filename == "keep-this-one.md"
+    text = Path(download.value.path()).read_text()
+    answer = Message.objects.get(role="assistant").content
+    assert text.startswith("# Keep this one\n") and "## You · " in text and answer.strip() in text
     assert page.js_errors == []
