@@ -149,6 +149,11 @@ def _tls_context(options: dict) -> ssl.SSLContext:
     return context
 
 
+def _time_out(connection: LoopConnection) -> None:
+    # The error is made only when it happens: a script's timer is set and cancelled on every paid call.
+    connection.fail(RedisTimeoutError("Timed out waiting for Redis"))
+
+
 class LoopRedis:
     """A Redis server, as REDIS_URL-style `url` names it, for the event loop this is created on."""
 
@@ -203,7 +208,7 @@ class LoopRedis:
             async with asyncio.timeout(self.timeout):
                 reply = await waiter
         except TimeoutError:
-            connection.fail(RedisTimeoutError("Timed out waiting for Redis"))
+            _time_out(connection)
             raise connection.lost from None
         if isinstance(reply, Exception):
             raise reply
@@ -239,9 +244,7 @@ class LoopRedis:
             return
         timer = None
         if self.timeout is not None:
-            timer = asyncio.get_running_loop().call_later(
-                self.timeout, connection.fail, RedisTimeoutError("Timed out waiting for Redis")
-            )
+            timer = asyncio.get_running_loop().call_later(self.timeout, _time_out, connection)
         sent.add_done_callback(lambda sent: self._script_replied(sent, reply, timer, script, keys, args))
 
     def _script_replied(self, sent: asyncio.Future, reply: asyncio.Future, timer, script: Script, keys, args):
