@@ -14,13 +14,14 @@ In one run, alternating message by message on the same database (and Redis):
             answer + usage record + quota + spend ledger in one transaction, the unused daily tokens given
             back, the answer stored in the prompt cache)
 
-Added = gated - baseline, p50 and p99, in wall time and in CPU time of the event loop's thread (what of the
-added time is our own work there rather than waiting for the stores). Redis commands are counted per gated
-message. Moderation, a call to the provider's moderations endpoint, is timed on its own against the dev LLM
-(loopback), since its cost is the provider's latency. With production settings the run also times this
-machine's floor: the cheapest round trip to each store from the event loop, and one to both at once (the gate
-and the settlement each send one pair); the added cost is a few of these plus the statements' own work, so the
-floor says how this machine compares with the one of another run. Results: docs/performance.md.
+Added = gated - baseline, p50 and p99, in wall time, in CPU time of the event loop's thread (what of the
+added time is our own work there) and in the rest of each message's time, the loop's waiting for the stores.
+Redis commands are counted per gated message. Moderation, a call to the provider's moderations endpoint, is
+timed on its own against the dev LLM (loopback), since its cost is the provider's latency. With production
+settings the run also times this machine's floor: the cheapest round trip to each store from the event loop,
+and one to both at once (the gate and the settlement each send one pair); the added cost is a few of these plus
+the statements' own work, so the floor says how this machine compares with the one of another run. Results:
+docs/performance.md.
 """
 
 import argparse
@@ -131,11 +132,15 @@ async def run(messages: int) -> dict:
         cpu["gated"].append(time.thread_time() - started_cpu)
         Connection.send_command, loop_redis.LoopConnection.send = sync_send, loop_send
     await clients_close()
+    # What of each message's time the loop's thread spent not working: waiting for the stores (and for the
+    # database thread that saves the turn, on both paths).
+    waits = {path: [wall - used for wall, used in zip(timings[path], cpu[path], strict=True)] for path in timings}
 
     return {
         "messages": messages,
         **compared_ms(("gated", timings["gated"]), ("baseline", timings["baseline"])),
         **compared_ms(("gated", cpu["gated"]), ("baseline", cpu["baseline"]), metric="loop_cpu"),
+        **compared_ms(("gated", waits["gated"]), ("baseline", waits["baseline"]), metric="wait"),
         "redis_commands_per_message": {name: count / messages for name, count in sorted(commands.items())},
     }
 
@@ -210,6 +215,10 @@ def main():
     print(
         f"event loop thread's CPU p50: baseline {result['baseline_loop_cpu_p50_ms']:.2f} ms, "
         f"gated {result['gated_loop_cpu_p50_ms']:.2f} ms, added {result['added_loop_cpu_p50_ms']:+.2f} ms"
+    )
+    print(
+        f"waiting (wall - loop CPU) p50: baseline {result['baseline_wait_p50_ms']:.2f} ms, "
+        f"gated {result['gated_wait_p50_ms']:.2f} ms, added {result['added_wait_p50_ms']:+.2f} ms"
     )
     print("Redis commands per gated message:", result["redis_commands_per_message"] or "none (local memory)")
     print(f"moderation call (dev LLM, loopback): p50 {moderation_p50:.2f} ms / p99 {moderation_p99:.2f} ms")
