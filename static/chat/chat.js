@@ -598,6 +598,10 @@ prompt.addEventListener("input", () => {
   showPromptLength();
 });
 stopButton.addEventListener("click", () => send({ type: "stop" }));
+// Escape stops an answer as it streams, as the Stop button does (its title says so).
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && streaming && !event.isComposing) send({ type: "stop" });
+});
 
 fillModels();
 for (const message of config.messages) addMessage(message);

@@ -314,3 +314,17 @@ def test_a_new_conversation_can_be_exported_as_soon_as_it_is_saved(page, browser
     answer = Message.objects.get(role="assistant").content
     assert text.startswith("# Keep this one\n") and "## You · " in text and answer.strip() in text
     assert page.js_errors == []
+
+
+def test_escape_stops_an_answer_as_it_streams(page, browser_user):
+    sign_in(page, browser_user, PASSWORD)
+    page.keyboard.press("Escape")  # nothing streams: nothing happens
+    send(page, "A long one [devllm tokens=400 interval_ms=20]")
+    page.wait_for_function(
+        "() => (document.querySelector('article.message.assistant.streaming .body')?.textContent || '').length > 20"
+    )
+    page.keyboard.press("Escape")
+    page.wait_for_selector("article.message.assistant.stopped")
+    assert Message.objects.get(role="assistant").status == "stopped"
+    assert page.is_visible("#send") and page.is_hidden("#stop")
+    assert page.js_errors == []
