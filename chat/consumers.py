@@ -12,7 +12,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from aisaas.errors import ApplicationError, Conflict
 from chat import events, services
-from chat.protocol import CloseCode, Ping, Regenerate, SendMessage, Stop, parse_client_frame
+from chat.protocol import CloseCode, EditLast, Ping, Regenerate, SendMessage, Stop, parse_client_frame
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +85,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 self.ensure_idle()
                 await self.start_reply(
                     await services.reply_regenerate(user=self.user, conversation_id=conversation_id, model=model)
+                )
+            case EditLast(conversation=conversation_id, content=content, model=model):
+                self.ensure_idle()
+                await self.start_reply(
+                    await services.reply_edit(
+                        user=self.user, conversation_id=conversation_id, content=content, model=model
+                    )
                 )
             case Stop():
                 if self.stream_task and not self.stream_task.done():

@@ -32,6 +32,13 @@ class Regenerate:
 
 
 @dataclass(frozen=True)
+class EditLast:
+    conversation: int
+    content: str
+    model: str | None
+
+
+@dataclass(frozen=True)
 class Stop:
     pass
 
@@ -57,6 +64,21 @@ def _optional_model(frame: dict) -> str | None:
     return model or None
 
 
+def _content(frame: dict) -> str:
+    if "content" not in frame:
+        raise InvalidInput("'content' is required.", code="invalid_frame", field="content")
+    if not isinstance(frame["content"], str):
+        raise InvalidInput("'content' must be a string.", code="invalid_frame", field="content")
+    return frame["content"]
+
+
+def _conversation(frame: dict) -> int:
+    conversation = _optional_id(frame, "conversation")
+    if conversation is None:
+        raise InvalidInput("'conversation' is required.", code="invalid_frame", field="conversation")
+    return conversation
+
+
 def parse_client_frame(text: str | None, data: bytes | None):
     if text is None:
         raise InvalidInput("Frames must be JSON text, not binary.", code="invalid_frame")
@@ -74,20 +96,16 @@ def parse_client_frame(text: str | None, data: bytes | None):
         raise InvalidInput("A frame must be a JSON object.", code="invalid_frame")
     frame_type = frame.get("type")
     if frame_type == "message":
-        if "content" not in frame:
-            raise InvalidInput("'content' is required.", code="invalid_frame", field="content")
-        if not isinstance(frame["content"], str):
-            raise InvalidInput("'content' must be a string.", code="invalid_frame", field="content")
-        return SendMessage(
-            conversation=_optional_id(frame, "conversation"), content=frame["content"], model=_optional_model(frame)
-        )
-    if frame_type == "regenerate":
+        content = _content(frame)
         conversation = _optional_id(frame, "conversation")
-        if conversation is None:
-            raise InvalidInput("'conversation' is required.", code="invalid_frame", field="conversation")
-        return Regenerate(conversation=conversation, model=_optional_model(frame))
+        return SendMessage(conversation=conversation, content=content, model=_optional_model(frame))
+    if frame_type == "regenerate":
+        return Regenerate(conversation=_conversation(frame), model=_optional_model(frame))
+    if frame_type == "edit":
+        conversation = _conversation(frame)
+        return EditLast(conversation=conversation, content=_content(frame), model=_optional_model(frame))
     if frame_type == "stop":
         return Stop()
     if frame_type == "ping":
         return Ping()
-    raise InvalidInput("Unknown frame type; expected message, regenerate, stop or ping.", code="unknown_type")
+    raise InvalidInput("Unknown frame type; expected message, regenerate, edit, stop or ping.", code="unknown_type")

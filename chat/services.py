@@ -42,6 +42,7 @@ class TurnPlan:
     prompt: list[dict]
     title: str
     admission: usage.Admission  # what the usage gate holds for this reply until it is settled
+    replaces_last_turn: bool = False  # an edit: `content` takes the place of the last question and its answer
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,38 @@ def _last_answer(conversation: Conversation) -> Message:
     return last
 
 
+def _last_turn(conversation: Conversation) -> tuple[Message, Message]:
+    """The conversation's last question and its answer, for an edit of the question."""
+    last_two = list(conversation.messages.order_by("-created_at", "-id")[:2])
+    if [message.role for message in last_two] != [Message.Role.ASSISTANT, Message.Role.USER]:
+        raise InvalidInput("There is no question to edit.", code="nothing_to_edit")
+    answer, question = last_two
+    if answer.status == Message.Status.STREAMING:
+        raise Conflict("The last answer is still streaming.", code="busy")
+    return question, answer
+
+
+def edit_plan(*, user, conversation_id: int, content: str, model: str | None) -> TurnPlan:
+    """Check a request to change the last question (checked by content_validate), build the prompt with the new
+    text in its place and pass the usage gate."""
+    state = usage.gate_state(user=user)
+    model = model_resolve(model, plan=state.plan)
+    conversation = conversation_get(user=user, conversation_id=conversation_id)
+    question, _ = _last_turn(conversation)
+    history = history_for_prompt(conversation=conversation, limit=settings.CHAT_HISTORY_MESSAGES - 1, before=question)
+    prompt = prompt_for(user, [*history, _asked(content)])
+    return TurnPlan(
+        user=user,
+        conversation_id=conversation.pk,
+        content=content,
+        model=model,
+        prompt=prompt,
+        title=conversation.title,
+        admission=usage.gate_admit(user=user, state=state, model=model, prompt=prompt, source="chat", cacheable=True),
+        replaces_last_turn=True,
+    )
+
+
 def regenerate_plan(*, user, conversation_id: int, model: str | None) -> TurnPlan:
     """Check a request to redo the last answer, build the prompt that led to it and pass the usage gate
     (never from the prompt cache: the user asked for a different answer)."""
@@ -227,7 +260,8 @@ def regenerate_plan(*, user, conversation_id: int, model: str | None) -> TurnPla
 
 @transaction.atomic
 def turn_record(*, plan: TurnPlan) -> Turn:
-    """Save the user's message (or drop the answer being regenerated) and an empty 'streaming' reply."""
+    """Save the user's message (or drop the answer being regenerated, or the question and answer being edited)
+    and an empty 'streaming' reply."""
     now = timezone.now()
     created = plan.conversation_id is None
     if created:
@@ -245,6 +279,15 @@ def turn_record(*, plan: TurnPlan) -> Turn:
     if plan.content is None:
         _last_answer(conversation).delete()
     else:
+        if plan.replaces_last_turn:
+            question, answer = _last_turn(conversation)  # checked again under the lock
+            if (
+                conversation.title == title_from(question.content)
+                and not conversation.messages.filter(id__lt=question.pk).exists()
+            ):  # a title still made from the question it replaces
+                conversation.title = title_from(plan.content)
+                conversation.save(update_fields=["title"])
+            Message.objects.filter(pk__in=[question.pk, answer.pk]).delete()
         messages.insert(
             0, Message(conversation=conversation, role=Message.Role.USER, content=plan.content, created_at=now)
         )
@@ -296,6 +339,15 @@ async def reply_to_message(*, user, conversation_id: int | None, content, model:
         text=content,
         admission_of=lambda plan: plan.admission,
     )
+    return reply_open(plan)
+
+
+async def reply_edit(*, user, conversation_id: int, content, model: str | None) -> OpenReply:
+    """The last question changed: through the usage gate, its new text moderated, then the reply opened in
+    place of the last answer."""
+    content = content_validate(content)
+    plan = await in_db_thread(edit_plan)(user=user, conversation_id=conversation_id, content=content, model=model)
+    await usage.moderate_or_release(admission=plan.admission, text=content)
     return reply_open(plan)
 
 

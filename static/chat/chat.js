@@ -21,6 +21,7 @@ const usageText = document.getElementById("usage-text");
 const limitBanner = document.getElementById("limit-banner");
 const promptLength = document.getElementById("prompt-length");
 const exportLink = document.getElementById("export-conversation");
+const editBanner = document.getElementById("edit-banner");
 
 const UNAUTHENTICATED = 4401;
 
@@ -29,7 +30,8 @@ let socket = null;
 let reconnectDelay = 500;
 let streaming = null; // {text, element, model, renderQueued}
 let unsentText = null; // the prompt of a message the server has not accepted yet
-let replacedAnswer = null; // the answer a pending regenerate will replace
+let replacedAnswer = null; // the answer a pending regenerate (or edit) will replace
+let editing = null; // {question, original, sent}: the last question, changed in the composer and then sent
 let connected = false;
 let quota = config.quota; // the usage meter: {used, allowance, remaining, reset_at, level}
 let limitedUntil = 0; // a limit refuses messages until then (ms since the epoch)
@@ -203,8 +205,9 @@ function showNotice(text, kind = "error") {
   keepScrolled(wasNearBottom);
 }
 
-function updateRegenerateButton() {
-  thread.querySelectorAll("button.regenerate").forEach((button) => button.remove());
+// The last turn's own buttons: Regenerate on its answer, Edit on its question.
+function updateLastTurnButtons() {
+  thread.querySelectorAll("button.regenerate, button.edit-question").forEach((button) => button.remove());
   const last = thread.querySelector("article.message:last-of-type");
   if (!last || !last.classList.contains("assistant") || streaming) return;
   const button = document.createElement("button");
@@ -213,13 +216,61 @@ function updateRegenerateButton() {
   button.textContent = "↻ Regenerate";
   button.addEventListener("click", regenerate);
   last.querySelector(".meta").append(button);
+  const question = last.previousElementSibling;
+  if (editing || !question?.matches("article.message.user[data-id]") || question.querySelector(".purged")) return;
+  const edit = document.createElement("button");
+  edit.type = "button";
+  edit.className = "link edit-question";
+  edit.textContent = "Edit";
+  edit.title = "Change this question and get a new answer in place of the last one";
+  edit.addEventListener("click", () => startEdit(question));
+  question.append(edit);
+}
+
+// ---- editing the last question -----------------------------------------------------------------------------
+
+function startEdit(question) {
+  if (streaming || unsentText !== null) return;
+  const original = question.querySelector(".body").textContent;
+  editing = { question, original, sent: false };
+  prompt.value = original;
+  autoGrow();
+  showPromptLength();
+  editBanner.hidden = false;
+  updateLastTurnButtons();
+  prompt.focus();
+}
+
+function cancelEdit() {
+  editing = null;
+  editBanner.hidden = true;
+  prompt.value = "";
+  autoGrow();
+  showPromptLength();
+  updateLastTurnButtons();
+}
+
+document.getElementById("cancel-edit").addEventListener("click", cancelEdit);
+
+function sendEdit(content) {
+  if (!send({ type: "edit", conversation: conversationId, content, model: modelSelect.value })) return;
+  unsentText = content;
+  editing.sent = true;
+  editBanner.hidden = true;
+  editing.question.querySelector(".body").textContent = content;
+  editing.question.classList.add("pending");
+  replacedAnswer = thread.querySelector("article.message.assistant:last-of-type");
+  if (replacedAnswer) replacedAnswer.hidden = true;
+  prompt.value = "";
+  autoGrow();
+  showPromptLength();
 }
 
 function setStreaming(value) {
   streaming = value;
   stopButton.hidden = !value;
   sendButton.hidden = Boolean(value);
-  updateRegenerateButton();
+  updateLastTurnButtons();
 }
 
 // ---- sidebar -----------------------------------------------------------------------------------------------
@@ -381,6 +432,7 @@ function handleFrame(frame) {
 function onStart(frame) {
   // The answer streams from here on; the ids follow in "saved" (the server saves while the model thinks).
   unsentText = null;
+  editing = null; // the edited question stays pending until "saved" gives its new id
   replacedAnswer?.remove();
   replacedAnswer = null;
   const element = addMessage({ role: "assistant", status: "streaming", model: frame.model });
@@ -442,7 +494,15 @@ function onEnd(frame) {
 function onError(frame) {
   if (unsentText !== null) {
     // The message was refused before it started: give the user their text back.
-    thread.querySelector("article.message.user.pending:last-of-type")?.remove();
+    if (editing) {
+      // An edit: the question is as it was, the new text back in the composer to change or send again.
+      editing.question.querySelector(".body").textContent = editing.original;
+      editing.question.classList.remove("pending");
+      editing.sent = false;
+      editBanner.hidden = false;
+    } else {
+      thread.querySelector("article.message.user.pending:last-of-type")?.remove();
+    }
     prompt.value = unsentText;
     showPromptLength();
     unsentText = null;
@@ -450,7 +510,7 @@ function onError(frame) {
   if (replacedAnswer) {
     replacedAnswer.hidden = false;
     replacedAnswer = null;
-    updateRegenerateButton();
+    updateLastTurnButtons();
   }
   if (LIMIT_CODES.has(frame.code) && frame.reset_at) {
     startLimit(frame);
@@ -560,6 +620,10 @@ function fillModels() {
 function submitMessage() {
   const content = prompt.value;
   if (!content.trim() || streaming || unsentText !== null || limitedUntil > Date.now() || tooLong()) return;
+  if (editing) {
+    sendEdit(content);
+    return;
+  }
   const frame = { type: "message", conversation: conversationId, content, model: modelSelect.value };
   if (!send(frame)) return;
   unsentText = content;
@@ -598,15 +662,17 @@ prompt.addEventListener("input", () => {
   showPromptLength();
 });
 stopButton.addEventListener("click", () => send({ type: "stop" }));
-// Escape stops an answer as it streams, as the Stop button does (its title says so).
+// Escape stops an answer as it streams, as the Stop button does (its title says so), or stops editing.
 document.addEventListener("keydown", (event) => {
-  if (event.key === "Escape" && streaming && !event.isComposing) send({ type: "stop" });
+  if (event.key !== "Escape" || event.isComposing) return;
+  if (streaming) send({ type: "stop" });
+  else if (editing && !editing.sent) cancelEdit();
 });
 
 fillModels();
 for (const message of config.messages) addMessage(message);
 thread.scrollTop = thread.scrollHeight;
-updateRegenerateButton();
+updateLastTurnButtons();
 updateMeter();
 refreshSendButton();
 connect();

@@ -174,6 +174,63 @@ async def test_regenerate_replaces_the_last_answer(chat_socket):
     assert contents == [("user", "complete"), ("assistant", "complete")]
 
 
+async def test_edit_puts_new_text_in_place_of_the_last_question_and_answers_it_anew(chat_socket):
+    first = await chat_socket.ask("Frist question")
+    conversation_id = saved(first)["conversation"]["id"]
+    second = await chat_socket.ask("Second question", conversation=conversation_id)
+    await chat_socket.send({"type": "edit", "conversation": conversation_id, "content": "Second question, fixed"})
+    edited = await chat_socket.receive_until("end")
+
+    assert edited[0]["type"] == "start" and edited[-1]["status"] == "complete"
+    assert delta_text(edited).startswith("You said: Second question, fixed")
+    assert saved(edited)["user_message"] not in (None, saved(second)["user_message"])
+    rows = await database_sync_to_async(
+        lambda: list(
+            Message.objects.filter(conversation_id=conversation_id).order_by("id").values_list("role", "content")
+        )
+    )()
+    assert [role for role, _ in rows] == ["user", "assistant", "user", "assistant"]
+    assert rows[0][1] == "Frist question" and rows[2][1] == "Second question, fixed"
+    assert rows[3][1] == delta_text(edited)  # the old question and answer are gone, the first turn kept
+    assert saved(edited)["conversation"]["title"] == "Frist question"  # not the edited question's
+
+
+async def test_editing_the_only_question_retitles_a_conversation_titled_by_it(chat_socket):
+    first = await chat_socket.ask("Typo in teh title")
+    conversation_id = saved(first)["conversation"]["id"]
+    await chat_socket.send({"type": "edit", "conversation": conversation_id, "content": "No typo in the title"})
+    edited = await chat_socket.receive_until("end")
+    assert saved(edited)["conversation"]["title"] == "No typo in the title"
+
+
+@pytest.mark.parametrize(
+    ("content", "code"), [("flag-me:violence please", "moderation_flagged"), ("   ", "invalid_frame")]
+)
+async def test_a_refused_edit_changes_nothing(chat_socket, content, code):
+    first = await chat_socket.ask("Keep me")
+    conversation_id = saved(first)["conversation"]["id"]
+    await chat_socket.send({"type": "edit", "conversation": conversation_id, "content": content})
+    assert (await chat_socket.receive_until("error"))[-1]["code"] == code
+    rows = await database_sync_to_async(
+        lambda: list(Message.objects.filter(conversation_id=conversation_id).values_list("pk", "content"))
+    )()
+    assert rows == [(saved(first)["user_message"], "Keep me"), (saved(first)["message"], delta_text(first))]
+
+
+async def test_there_is_nothing_to_edit_while_the_answer_streams_or_before_any_answer(chat_socket, user):
+    await chat_socket.send({"type": "message", "conversation": None, "content": f"Long {SLOW}"})
+    frames = await chat_socket.receive_until("saved")
+    conversation_id = saved(frames)["conversation"]["id"]
+    await chat_socket.send({"type": "edit", "conversation": conversation_id, "content": "changed my mind"})
+    assert (await chat_socket.receive_until("error"))[-1]["code"] == "busy"
+    await chat_socket.send({"type": "stop"})
+    await chat_socket.receive_until("end")
+
+    empty = await database_sync_to_async(ConversationFactory)(user=user)
+    await chat_socket.send({"type": "edit", "conversation": empty.pk, "content": "changed my mind"})
+    assert (await chat_socket.receive())["code"] == "nothing_to_edit"
+
+
 async def test_a_second_message_while_streaming_is_refused_as_busy(chat_socket):
     await chat_socket.send({"type": "message", "conversation": None, "content": f"Long {SLOW}"})
     assert (await chat_socket.receive())["type"] == "start"
@@ -201,6 +258,8 @@ async def test_a_second_message_while_streaming_is_refused_as_busy(chat_socket):
         ({"type": "message", "conversation": None, "content": "hi", "model": "gpt-999"}, "unknown_model"),
         ({"type": "message", "conversation": None, "content": "hi", "model": ["demo-mini"]}, "invalid_frame"),
         ({"type": "regenerate"}, "invalid_frame"),
+        ({"type": "edit", "content": "no conversation"}, "invalid_frame"),
+        ({"type": "edit", "conversation": 1}, "invalid_frame"),
     ],
 )
 async def test_malformed_frames_get_an_error_and_the_socket_stays_usable(chat_socket, frame, code):
@@ -234,7 +293,9 @@ async def test_someone_elses_conversation_looks_exactly_like_a_missing_one(chat_
         answers.append(await chat_socket.receive())
         await chat_socket.send({"type": "regenerate", "conversation": conversation_id})
         answers.append(await chat_socket.receive())
-    assert answers[0] == answers[1] == answers[2] == answers[3]
+        await chat_socket.send({"type": "edit", "conversation": conversation_id, "content": "mine now"})
+        answers.append(await chat_socket.receive())
+    assert len(set(map(str, answers))) == 1
     assert answers[0] == {"type": "error", "code": "not_found", "message": "Conversation not found."}
     assert await database_sync_to_async(Message.objects.filter(conversation=theirs).count)() == 1
 

@@ -50,7 +50,7 @@ def test_sign_in_watch_it_stream_stop_one_and_reload_the_history(page, browser_u
     stopped_text = page.locator(LAST_ANSWER).locator(".body").inner_text()
 
     page.reload()
-    assert page.locator("article.message.user").all_inner_texts() == [
+    assert page.locator("article.message.user .body").all_inner_texts() == [
         "Hello browser",
         "Now a long one [devllm tokens=400 interval_ms=20]",
     ]
@@ -327,4 +327,42 @@ def test_escape_stops_an_answer_as_it_streams(page, browser_user):
     page.wait_for_selector("article.message.assistant.stopped")
     assert Message.objects.get(role="assistant").status == "stopped"
     assert page.is_visible("#send") and page.is_hidden("#stop")
+    assert page.js_errors == []
+
+
+def test_the_last_question_is_edited_in_place_and_answered_anew(page, browser_user):
+    sign_in(page, browser_user, PASSWORD)
+    send(page, "First questoin")
+    page.wait_for_selector("article.message.assistant.complete")
+    send(page, "Second questoin")
+    page.wait_for_function("() => document.querySelectorAll('article.message.assistant.complete').length === 2")
+    assert page.locator("button.edit-question").count() == 1  # on the last question only
+
+    page.click("article.message.user >> nth=-1 >> button.edit-question")
+    assert page.input_value("#prompt") == "Second questoin" and page.is_visible("#edit-banner")
+    page.keyboard.press("Escape")  # changed my mind
+    assert page.input_value("#prompt") == "" and page.is_hidden("#edit-banner")
+
+    page.click("button.edit-question")
+    page.fill("#prompt", "flag-me please")  # refused: the question stays as it was, the text comes back
+    page.press("#prompt", "Enter")
+    page.wait_for_selector(".notice.error")
+    assert page.locator("article.message.user .body").all_inner_texts() == ["First questoin", "Second questoin"]
+    assert page.input_value("#prompt") == "flag-me please" and page.is_visible("#edit-banner")
+    assert page.locator("article.message.assistant:not([hidden])").count() == 2
+
+    page.fill("#prompt", "Second question")
+    page.press("#prompt", "Enter")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('article.message.assistant.complete')].at(-1)"
+        "?.textContent.startsWith('You said: Second question')"
+    )
+    for _ in range(2):  # as the page shows it, then from the database after a reload
+        assert page.locator("article.message.user .body").all_inner_texts() == ["First questoin", "Second question"]
+        assert page.locator("article.message.assistant").count() == 2
+        page.reload()
+    assert [m.content for m in Message.objects.filter(role="user").order_by("id")] == [
+        "First questoin",
+        "Second question",
+    ]
     assert page.js_errors == []
