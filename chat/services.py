@@ -217,15 +217,21 @@ def _last_turn(conversation: Conversation) -> tuple[Message, Message]:
     return question, answer
 
 
-def edit_plan(*, user, conversation_id: int, content: str, model: str | None) -> TurnPlan:
-    """Check a request to change the last question (checked by content_validate), build the prompt with the new
-    text in its place and pass the usage gate."""
+def last_turn_redo_plan(*, user, conversation_id: int, content: str | None, model: str | None) -> TurnPlan:
+    """Check a request for a new answer in place of the conversation's last one, build its prompt and pass the
+    usage gate. To the same question (regenerate, `content` None; never from the prompt cache: the user asked
+    for a different answer), or to `content` (checked by content_validate) in place of the last question (edit)."""
     state = usage.gate_state(user=user)
     model = model_resolve(model, plan=state.plan)
     conversation = conversation_get(user=user, conversation_id=conversation_id)
-    question, _ = _last_turn(conversation)
-    history = history_for_prompt(conversation=conversation, limit=settings.CHAT_HISTORY_MESSAGES - 1, before=question)
-    prompt = prompt_for(user, [*history, _asked(content)])
+    limit = settings.CHAT_HISTORY_MESSAGES
+    if content is None:
+        history = history_for_prompt(conversation=conversation, limit=limit, before=_last_answer(conversation))
+    else:
+        question, _ = _last_turn(conversation)
+        history = [*history_for_prompt(conversation=conversation, limit=limit - 1, before=question), _asked(content)]
+    prompt = prompt_for(user, history)
+    edit = content is not None
     return TurnPlan(
         user=user,
         conversation_id=conversation.pk,
@@ -233,28 +239,8 @@ def edit_plan(*, user, conversation_id: int, content: str, model: str | None) ->
         model=model,
         prompt=prompt,
         title=conversation.title,
-        admission=usage.gate_admit(user=user, state=state, model=model, prompt=prompt, source="chat", cacheable=True),
-        replaces_last_turn=True,
-    )
-
-
-def regenerate_plan(*, user, conversation_id: int, model: str | None) -> TurnPlan:
-    """Check a request to redo the last answer, build the prompt that led to it and pass the usage gate
-    (never from the prompt cache: the user asked for a different answer)."""
-    state = usage.gate_state(user=user)
-    model = model_resolve(model, plan=state.plan)
-    conversation = conversation_get(user=user, conversation_id=conversation_id)
-    last = _last_answer(conversation)
-    history = history_for_prompt(conversation=conversation, limit=settings.CHAT_HISTORY_MESSAGES, before=last)
-    prompt = prompt_for(user, history)
-    return TurnPlan(
-        user=user,
-        conversation_id=conversation.pk,
-        content=None,
-        model=model,
-        prompt=prompt,
-        title=conversation.title,
-        admission=usage.gate_admit(user=user, state=state, model=model, prompt=prompt, source="chat", cacheable=False),
+        admission=usage.gate_admit(user=user, state=state, model=model, prompt=prompt, source="chat", cacheable=edit),
+        replaces_last_turn=edit,
     )
 
 
@@ -346,7 +332,9 @@ async def reply_edit(*, user, conversation_id: int, content, model: str | None) 
     """The last question changed: through the usage gate, its new text moderated, then the reply opened in
     place of the last answer."""
     content = content_validate(content)
-    plan = await in_db_thread(edit_plan)(user=user, conversation_id=conversation_id, content=content, model=model)
+    plan = await in_db_thread(last_turn_redo_plan)(
+        user=user, conversation_id=conversation_id, content=content, model=model
+    )
     await usage.moderate_or_release(admission=plan.admission, text=content)
     return reply_open(plan)
 
@@ -354,7 +342,9 @@ async def reply_edit(*, user, conversation_id: int, content, model: str | None) 
 async def reply_regenerate(*, user, conversation_id: int, model: str | None) -> OpenReply:
     """The last answer redone: through the usage gate, then its question moderated again (the policy may have
     changed since), then the reply opened."""
-    plan = await in_db_thread(regenerate_plan)(user=user, conversation_id=conversation_id, model=model)
+    plan = await in_db_thread(last_turn_redo_plan)(
+        user=user, conversation_id=conversation_id, content=None, model=model
+    )
     await usage.moderate_or_release(admission=plan.admission, text=last_question(plan.prompt))
     return reply_open(plan)
 
