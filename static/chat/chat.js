@@ -366,7 +366,14 @@ function removeConversation(id) {
   if (id === conversationId) window.location.assign("/chat/");
 }
 
-document.getElementById("toggle-sidebar").addEventListener("click", () => sidebar.classList.toggle("open"));
+// On a phone the sidebar slides over the page, its toggle underneath: a tap beside it or Escape closes it.
+document.getElementById("toggle-sidebar").addEventListener("click", (event) => {
+  event.stopPropagation();
+  sidebar.classList.toggle("open");
+});
+document.addEventListener("click", (event) => {
+  if (sidebar.classList.contains("open") && !sidebar.contains(event.target)) sidebar.classList.remove("open");
+});
 
 // ---- websocket ---------------------------------------------------------------------------------------------
 
@@ -662,10 +669,12 @@ prompt.addEventListener("input", () => {
   showPromptLength();
 });
 stopButton.addEventListener("click", () => send({ type: "stop" }));
-// Escape stops an answer as it streams, as the Stop button does (its title says so), or stops editing.
+// Escape closes the sidebar on a phone, or stops an answer as it streams, as the Stop button does (its title
+// says so), or stops editing.
 document.addEventListener("keydown", (event) => {
   if (event.key !== "Escape" || event.isComposing) return;
-  if (streaming) send({ type: "stop" });
+  if (sidebar.classList.contains("open")) sidebar.classList.remove("open");
+  else if (streaming) send({ type: "stop" });
   else if (editing && !editing.sent) cancelEdit();
 });
 

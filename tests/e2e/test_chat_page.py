@@ -141,6 +141,20 @@ def test_phone_width_and_dark_mode(browser, live_server_url, browser_user):
         assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
         page.click("#toggle-sidebar")
         page.wait_for_function("() => document.querySelector('#sidebar').getBoundingClientRect().x >= 0")
+        page.mouse.click(350, 400)  # beside it (the sidebar covers its own toggle): closed again
+        page.wait_for_function("() => document.querySelector('#sidebar').getBoundingClientRect().right <= 0")
+        page.click("#toggle-sidebar")
+        page.wait_for_function("() => document.querySelector('#sidebar').getBoundingClientRect().x >= 0")
+        page.keyboard.press("Escape")
+        page.wait_for_function("() => document.querySelector('#sidebar').getBoundingClientRect().right <= 0")
+
+        # A conversation's page too, with its Export link and its answer's buttons: still nothing sideways, and
+        # the navigation on one line.
+        send(page, "Phone")
+        page.wait_for_selector("article.message.assistant.complete button.regenerate")
+        assert page.is_visible("#export-conversation")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        assert page.locator(".topbar").bounding_box()["height"] < 60
     finally:
         context.close()
 
