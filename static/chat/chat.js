@@ -233,9 +233,7 @@ function startEdit(question) {
   if (streaming || unsentText !== null) return;
   const original = question.querySelector(".body").textContent;
   editing = { question, original, sent: false };
-  prompt.value = original;
-  autoGrow();
-  showPromptLength();
+  setPrompt(original);
   editBanner.hidden = false;
   updateLastTurnButtons();
   prompt.focus();
@@ -244,9 +242,7 @@ function startEdit(question) {
 function cancelEdit() {
   editing = null;
   editBanner.hidden = true;
-  prompt.value = "";
-  autoGrow();
-  showPromptLength();
+  setPrompt("");
   updateLastTurnButtons();
 }
 
@@ -261,9 +257,7 @@ function sendEdit(content) {
   editing.question.classList.add("pending");
   replacedAnswer = thread.querySelector("article.message.assistant:last-of-type");
   if (replacedAnswer) replacedAnswer.hidden = true;
-  prompt.value = "";
-  autoGrow();
-  showPromptLength();
+  setPrompt("");
 }
 
 function setStreaming(value) {
@@ -510,8 +504,7 @@ function onError(frame) {
     } else {
       thread.querySelector("article.message.user.pending:last-of-type")?.remove();
     }
-    prompt.value = unsentText;
-    showPromptLength();
+    setPrompt(unsentText);
     unsentText = null;
   }
   if (replacedAnswer) {
@@ -635,9 +628,7 @@ function submitMessage() {
   if (!send(frame)) return;
   unsentText = content;
   addMessage({ role: "user", content, status: "pending" });
-  prompt.value = "";
-  autoGrow();
-  showPromptLength();
+  setPrompt("");
   thread.querySelector("button.regenerate")?.remove();
 }
 
@@ -647,6 +638,13 @@ function regenerate() {
     replacedAnswer = thread.querySelector("article.message.assistant:last-of-type");
     if (replacedAnswer) replacedAnswer.hidden = true;
   }
+}
+
+// What the composer holds, set from here: its height and its length count follow, as when the user types.
+function setPrompt(text) {
+  prompt.value = text;
+  autoGrow();
+  showPromptLength();
 }
 
 function autoGrow() {
