@@ -77,7 +77,17 @@ def limit_headers(error: ApplicationError) -> dict[str, str]:
     if "retry_after" in details:
         headers["Retry-After"] = str(details["retry_after"])
     if "limit_value" in details:
-        headers["X-RateLimit-Limit"] = str(details["limit_value"])
-        headers["X-RateLimit-Remaining"] = str(details["remaining"])
-        headers["X-RateLimit-Reset"] = str(round(datetime.fromisoformat(details["reset_at"]).timestamp()))
+        limit, remaining = details["limit_value"], details["remaining"]
+        reset_at = datetime.fromisoformat(details["reset_at"]).timestamp()
+        headers.update(rate_limit_headers(limit=limit, remaining=remaining, reset_at=reset_at))
     return headers
+
+
+def rate_limit_headers(*, limit: int, remaining: int, reset_at: float) -> dict[str, str]:
+    """A limit's state as X-RateLimit-Limit/Remaining/Reset (the reset as epoch seconds), on a refusal for the
+    limit that refused and on an API answer for its requests-per-minute limit (chat.api)."""
+    return {
+        "X-RateLimit-Limit": str(limit),
+        "X-RateLimit-Remaining": str(remaining),
+        "X-RateLimit-Reset": str(round(reset_at)),
+    }

@@ -20,7 +20,7 @@ from django.http.request import split_domain_port, validate_host
 
 from aisaas.db import in_db_thread
 from aisaas.errors import ApplicationError, InvalidInput
-from aisaas.middleware import limit_headers
+from aisaas.middleware import limit_headers, rate_limit_headers
 from aisaas.users.services import bearer_token
 from chat import completions
 from chat.llm import ProviderError
@@ -115,14 +115,12 @@ async def _body(receive) -> bytes:
 
 def _admitted_headers(admission) -> dict[str, str]:
     """The call's id, as OpenAI sends its own (the SDKs show it as `_request_id`): the usage record's, for support.
-    And the requests-per-minute limit after this call, in the headers a refusal sends for the limit that refused
-    (aisaas.middleware.limit_headers), so that a client can pace itself before it is refused."""
+    And the requests-per-minute limit after this call, in the headers a refusal sends for the limit that refused,
+    so that a client can pace itself before it is refused."""
     rate = admission.requests_per_minute
     return {
         "X-Request-Id": admission.request_id,
-        "X-RateLimit-Limit": str(rate.limit),
-        "X-RateLimit-Remaining": str(rate.remaining),
-        "X-RateLimit-Reset": str(round(rate.reset_at)),
+        **rate_limit_headers(limit=rate.limit, remaining=rate.remaining, reset_at=rate.reset_at),
     }
 
 

@@ -584,12 +584,11 @@ _EXPORT_NOTES = {
 }
 
 
-def conversation_markdown(*, conversation: Conversation, messages: list[dict], now=None) -> str:
+def conversation_markdown(*, conversation: Conversation, messages: list[dict]) -> str:
     """The conversation as a Markdown document for the user to keep: its title, then each message under who
     wrote it and when (UTC). An answer is its Markdown as the model wrote it; the user's text is as they typed it."""
     when = "%Y-%m-%d %H:%M UTC"
-    now = now or timezone.now()
-    parts = [f"# {conversation.title or 'Untitled'}", f"Exported from aisaas on {now.strftime(when)}."]
+    parts = [f"# {conversation.title or 'Untitled'}", f"Exported from aisaas on {timezone.now().strftime(when)}."]
     for message in messages:
         author = "You" if message["role"] == Message.Role.USER else f"Assistant ({message['model'] or 'unknown model'})"
         parts.append(f"## {author} · {message['created_at'].astimezone(UTC).strftime(when)}")
