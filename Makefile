@@ -18,19 +18,24 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 install: $(VENV)/.installed
 
-# The embedded default: SQLite, local memory, eager Celery and the built-in dev LLM. Nothing to configure.
-run: install
-	$(PY) manage.py migrate --noinput
-	$(PY) manage.py demo_user --url http://127.0.0.1:$(PORT)/
-	@trap 'kill 0' EXIT INT TERM; \
-	$(PY) -m aisaas.devllm --port $(DEVLLM_PORT) & \
-	$(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) aisaas.asgi:application
+# Commands run beside PostgreSQL and Redis: those DATABASE_URL and REDIS_URL name, or else embedded servers
+# started from Python packages in .embedded/<target>/ and stopped afterwards (aisaas/embedded.py).
+SERVICES = $(PY) -m aisaas.embedded --folder .embedded/$@ --
 
-# The whole suite. With DATABASE_URL/REDIS_URL set (as .ci/run does) it runs on PostgreSQL and Redis.
+# The embedded default: embedded PostgreSQL and Redis (data kept in .embedded/run/), eager Celery and the
+# built-in dev LLM. Nothing to configure.
+run: install
+	$(SERVICES) bash -c '\
+	$(PY) manage.py migrate --noinput && \
+	$(PY) manage.py demo_user --url http://127.0.0.1:$(PORT)/ && { \
+	trap "kill 0" EXIT INT TERM; \
+	$(PY) -m aisaas.devllm --port $(DEVLLM_PORT) & \
+	$(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) aisaas.asgi:application; }'
+
+# The whole suite, on the servers DATABASE_URL/REDIS_URL name (as .ci/run does) or on embedded ones.
 test: install
-	$(PY) manage.py makemigrations --check --dry-run
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(SERVICES) bash -c '$(PY) manage.py makemigrations --check --dry-run && $(VENV)/bin/pytest $(PYTEST_ARGS)'
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -41,16 +46,16 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 
 bench-ttft: install
-	$(PY) bench/ttft.py
+	$(SERVICES) $(PY) bench/ttft.py
 
 bench-timeline: install
-	$(PY) bench/timeline.py
+	$(SERVICES) $(PY) bench/timeline.py
 
 bench-gate: install
-	$(PY) bench/gate.py
+	$(SERVICES) $(PY) bench/gate.py
 
 bench-metering: install
-	$(PY) bench/metering.py
+	$(SERVICES) $(PY) bench/metering.py
 
 clean:
-	rm -rf $(VENV) db.sqlite3* test_db.sqlite3* staticfiles
+	rm -rf $(VENV) .embedded staticfiles

@@ -1,8 +1,9 @@
 """aisaas settings: one module, driven by the environment (see .env.example).
 
-With nothing configured the project runs as the *embedded default*: DEBUG on, a SQLite file, local-memory
-cache, in-memory channel layer, eager Celery and the built-in dev LLM. Production sets DEBUG=false, and then
-the secrets and service URLs below have no defaults: start-up stops with one message naming what is missing.
+Every mode runs on PostgreSQL (DATABASE_URL) and Redis (REDIS_URL). The *embedded default* (`make run`,
+`make test` on a bare machine) starts both from Python packages (aisaas.embedded) and names them in the
+environment, with DEBUG on, eager Celery and the built-in dev LLM. Production sets DEBUG=false, and then the
+secrets and service URLs below have no defaults: start-up stops with one message naming what is missing.
 """
 
 from decimal import Decimal
@@ -26,27 +27,31 @@ DEBUG = env.bool("DEBUG", default=True)
 _missing: list[str] = []
 
 
-def _required(name: str, dev_default: str) -> str:
-    """A value production must set explicitly; the embedded default (DEBUG on) may fall back to dev_default."""
+def _required(name: str, dev_default: str | None) -> str:
+    """A value production must set explicitly; with DEBUG on it may fall back to dev_default (None: it may not)."""
     value = env.str(name, default="")
     if value:
         return value
-    if DEBUG:
+    if DEBUG and dev_default is not None:
         return dev_default
     _missing.append(name)
     return ""
 
 
 SECRET_KEY = _required("SECRET_KEY", "django-insecure-embedded-default-only-never-use-in-production")
-DATABASE_URL = _required("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
-# Empty in the embedded default: local-memory cache, in-memory channel layer, eager Celery.
-REDIS_URL = env.str("REDIS_URL", default="") if DEBUG else _required("REDIS_URL", "")
+# The embedded default's come from aisaas.embedded, which starts the servers and sets these.
+DATABASE_URL = _required("DATABASE_URL", None)
+REDIS_URL = _required("REDIS_URL", None)
 LLM_BASE_URL = _required("LLM_BASE_URL", "http://127.0.0.1:8001/v1")
 LLM_API_KEY = _required("LLM_API_KEY", "devllm-no-key-needed")
 
 if _missing:
     raise ImproperlyConfigured(
-        "DEBUG is off, so these environment variables must be set: " + ", ".join(_missing) + ". See .env.example."
+        ("DEBUG is off, so these" if not DEBUG else "These")
+        + " environment variables must be set: "
+        + ", ".join(_missing)
+        + ". See .env.example; `make run` and `make test` start embedded servers and set them"
+        + " (python -m aisaas.embedded -- COMMAND)."
     )
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
@@ -140,80 +145,60 @@ STORAGES = {
 # Database
 # ------------------------------------------------------------------------------------------------------------
 DATABASES = {"default": env.db_url_config(DATABASE_URL)}
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    DATABASES["default"]["OPTIONS"] = {
-        # WAL lets the web process and the test/bench process read while one writes; IMMEDIATE takes the write
-        # lock at BEGIN so concurrent writers queue instead of failing with "database is locked".
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-        "transaction_mode": "IMMEDIATE",
-        "timeout": 20,
-    }
-    # A file, not :memory:, so live-server tests can share the test database with a daphne subprocess.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test_db.sqlite3")}
-else:
-    # Reused connections, without health checks: Channels closes stale connections around every ORM call, and
-    # a health check there would add a round trip to each one. A dropped connection fails one call, then
-    # is replaced.
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
-    # Server-side binding with prepared statements: psycopg prepares a statement a connection runs for the
-    # 5th time, so PostgreSQL plans it once. The usage gate's queries run before every message and planning
-    # them cost more than running them (docs/performance.md). Behind a transaction-mode pooler that cannot
-    # keep prepared statements, set DB_PREPARE_THRESHOLD=0 to turn this off.
-    # The usage gate queries from each web process's event loop on connections of its own (aisaas.db): at most
-    # this many per process, on top of the thread pool's. Requests beyond it wait for one (each query ~0.3 ms).
-    DB_LOOP_CONNECTIONS = env.int("DB_LOOP_CONNECTIONS", default=8)
-    _prepare_threshold = env.int("DB_PREPARE_THRESHOLD", default=5)
-    if _prepare_threshold > 0:
-        DATABASES["default"].setdefault("OPTIONS", {}).update(
-            {"server_side_binding": True, "prepare_threshold": _prepare_threshold}
-        )
+if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":  # the gate's SQL is PostgreSQL's
+    raise ImproperlyConfigured("DATABASE_URL must point at PostgreSQL (postgres://...).")
+# Reused connections, without health checks: aisaas.db.in_db_thread closes stale connections around every ORM
+# call, and a health check there would add a round trip to each one. A dropped connection fails one call, then
+# is replaced.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+# psycopg prepares a statement a connection runs for the 5th time, so PostgreSQL plans it once. A
+# transaction-mode pooler (pgbouncer) cannot keep prepared statements across transactions: DB_PREPARE_THRESHOLD=0
+# turns them off, for the ORM's connections and the event loop's pool (aisaas.db) alike.
+DB_PREPARE_THRESHOLD = env.int("DB_PREPARE_THRESHOLD", default=5)
+DATABASES["default"].setdefault("OPTIONS", {}).update(
+    {"server_side_binding": True, "prepare_threshold": DB_PREPARE_THRESHOLD}
+    if DB_PREPARE_THRESHOLD > 0
+    else {"prepare_threshold": None}
+)
+# The gate and the settlement query from each web process's event loop, on a pool of connections of its own
+# (aisaas.db): at most this many per process, beside the thread pool's. Requests beyond it wait for one.
+DB_LOOP_CONNECTIONS = env.int("DB_LOOP_CONNECTIONS", default=8)
 
 AUTH_USER_MODEL = "users.User"
 
 # ------------------------------------------------------------------------------------------------------------
-# Redis: cache, channel layer, Celery broker (local memory in the embedded default)
+# Redis: cache, channel layer, rate limits, Celery broker
 # ------------------------------------------------------------------------------------------------------------
 CACHE_KEY_PREFIX = env.str("CACHE_KEY_PREFIX", default="aisaas")
-if REDIS_URL:
-    CACHES = {
-        "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": REDIS_URL,
-            "KEY_PREFIX": CACHE_KEY_PREFIX,
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2},
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": CACHE_KEY_PREFIX,
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2},
+    },
+}
+# Rate-limit counters (usage.limits) may live on a Redis of their own.
+LIMITS_REDIS_URL = env.str("LIMITS_REDIS_URL", default=REDIS_URL)
+LIMITS_REDIS_TIMEOUT_SECONDS = env.float("LIMITS_REDIS_TIMEOUT_SECONDS", default=1.0)
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            # Each consumer waits on its channel with a 5 s blocking pop; redis-py's default 5 s socket
+            # timeout would cut that wait and crash idle sockets (close 1011), so reads get longer.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+            "prefix": f"{CACHE_KEY_PREFIX}:asgi",
         },
-        # Rate-limit counters (usage.limits): its own alias so it can live elsewhere and is never cleared
-        # with the general cache.
-        "limits": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": env.str("LIMITS_REDIS_URL", default=REDIS_URL),
-            "KEY_PREFIX": CACHE_KEY_PREFIX,
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1},
-        },
     }
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {
-                # Each consumer waits on its channel with a 5 s blocking pop; redis-py's default 5 s socket
-                # timeout would cut that wait and crash idle sockets (close 1011), so reads get longer.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
-                "prefix": f"{CACHE_KEY_PREFIX}:asgi",
-            },
-        }
-    }
-else:
-    CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-        "limits": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "limits"},
-    }
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+}
 
 # ------------------------------------------------------------------------------------------------------------
 # Celery
 # ------------------------------------------------------------------------------------------------------------
-CELERY_BROKER_URL = REDIS_URL or "memory://"
-CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
+CELERY_BROKER_URL = REDIS_URL
+# The embedded default runs no worker: tasks run where they are queued.
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=DEBUG)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_TIME_LIMIT = 300

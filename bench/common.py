@@ -30,9 +30,10 @@ def compared_ms(ours: tuple[str, list[float]], baseline: tuple[str, list[float]]
 
 
 def bench_environment() -> dict[str, str]:
-    """The embedded default (DEBUG, SQLite file), or with BENCH_DATABASE_URL and REDIS_URL production settings."""
+    """Production settings on BENCH_DATABASE_URL and REDIS_URL, or with DEBUG on the servers DATABASE_URL and
+    REDIS_URL name (the embedded ones: `make bench-*` runs through aisaas.embedded)."""
     if not os.environ.get("BENCH_DATABASE_URL"):
-        return {"DEBUG": "true", "DATABASE_URL": f"sqlite:///{ROOT / 'bench_db.sqlite3'}", "REDIS_URL": ""}
+        return {"DEBUG": "true", "DATABASE_URL": os.environ["DATABASE_URL"], "REDIS_URL": os.environ["REDIS_URL"]}
     return {
         "DEBUG": "false",
         "SECRET_KEY": secrets.token_urlsafe(64),

@@ -1,14 +1,14 @@
 """The usage gate's cost per message: gate + settle + usage record, against the same chat work without it.
 
-    python bench/gate.py                      # embedded default: SQLite file, local-memory limits
+    make bench-gate                           # on embedded PostgreSQL and Redis
     BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/aisaas_bench REDIS_URL=redis://127.0.0.1:6379/14 \
-        python bench/gate.py                  # production settings: PostgreSQL + Redis
+        python bench/gate.py                  # on servers of your own
 
 In one run, alternating message by message on the same database (and Redis):
 
   baseline  the chat's own database work for one message without the gate: save the turn (conversation,
-            question, empty reply), then save the answer as the settlement would (on PostgreSQL one UPDATE
-            from the event loop, as the settlement runs; elsewhere in a database thread)
+            question, empty reply), then save the answer as the settlement would (one UPDATE from the event
+            loop's pool, as the settlement runs)
   gated     the same through the gate: the user's plan, rate limits (one Redis script), the spend cap, the
             quota reservation, the prompt-cache lookup; then the real settlement (chat.services.reply_settle:
             answer + usage record + quota + spend ledger in one transaction, the unused daily tokens given
@@ -40,13 +40,12 @@ from tests.servers import start_devllm  # noqa: E402
 
 
 async def run(messages: int) -> dict:
-    """Both paths as the server runs them, from an event loop: the gate and the settlement on the loop
-    (PostgreSQL) or in database threads (SQLite), the turn in a database thread."""
+    """Both paths as the server runs them, from an event loop: the gate and the settlement on the loop, the turn
+    in a database thread."""
+    import redis.asyncio
     from django.conf import settings
-    from redis.connection import Connection
 
-    from aisaas import loop_redis
-    from aisaas.db import in_db_thread, loop_execute, loop_queries_supported
+    from aisaas.db import in_db_thread, loop_execute
     from aisaas.users.services import user_create_verified
     from chat import services as chat
     from chat.llm import clients_close
@@ -78,18 +77,11 @@ async def run(messages: int) -> dict:
             "time_to_first_token_ms": 100,
             "duration_ms": 700,
         }
-        if loop_queries_supported():
-            await loop_execute(*chat.turn_finish_statement(**answer))
-        else:
-            await in_db_thread(chat.turn_finish)(**answer)
+        await loop_execute(*chat.turn_finish_statement(**answer))
 
     async def gated(number: int) -> None:
         content = f"Gated question {number} ({run})"
-        arguments = {"user": user, "conversation_id": None, "content": content, "model": None}
-        if usage.gate_on_loop():
-            plan = await chat.turn_plan_on_loop(**arguments)
-        else:
-            plan = await in_db_thread(chat.turn_plan)(**arguments)
+        plan = await chat.turn_plan(user=user, conversation_id=None, content=content, model=None)
         turn = await in_db_thread(chat.turn_record)(plan=plan)
         outcome = chat.ReplyOutcome(turn.message_id, "complete", "demo-mini", 40, 32, "", "", None)
         await chat.reply_settle(
@@ -107,15 +99,11 @@ async def run(messages: int) -> dict:
         await gated(-number - 1)
 
     commands = collections.Counter()
-    sync_send, loop_send = Connection.send_command, loop_redis.LoopConnection.send
+    execute = redis.asyncio.Redis.execute_command
 
-    def counting_send(self, *args, **kwargs):
+    async def counting_execute(self, *args, **options):
         commands[str(args[0]).upper()] += 1
-        return sync_send(self, *args, **kwargs)
-
-    def counting_loop_send(self, *parts):
-        commands[str(parts[0]).upper()] += 1
-        return loop_send(self, *parts)
+        return await execute(self, *args, **options)
 
     # Wall time, and the CPU time of the event loop's thread (the database thread's is not in it, on either path).
     timings = {"baseline": [], "gated": []}
@@ -125,12 +113,12 @@ async def run(messages: int) -> dict:
         await baseline(number)
         timings["baseline"].append(time.perf_counter() - started)
         cpu["baseline"].append(time.thread_time() - started_cpu)
-        Connection.send_command, loop_redis.LoopConnection.send = counting_send, counting_loop_send
+        redis.asyncio.Redis.execute_command = counting_execute
         started, started_cpu = time.perf_counter(), time.thread_time()
         await gated(number)
         timings["gated"].append(time.perf_counter() - started)
         cpu["gated"].append(time.thread_time() - started_cpu)
-        Connection.send_command, loop_redis.LoopConnection.send = sync_send, loop_send
+        redis.asyncio.Redis.execute_command = execute
     await clients_close()
     # What of each message's time the loop's thread spent not working: waiting for the stores (and for the
     # database thread that saves the turn, on both paths).
@@ -167,25 +155,23 @@ async def time_moderation(calls: int) -> tuple[float, float]:
     return percentile(timings, 50) * 1000, percentile(timings, 99) * 1000
 
 
-async def time_round_trips(calls: int) -> dict[str, float] | None:
-    """p50 (ms) of the cheapest round trip from the event loop to PostgreSQL (SELECT 1 on the loop's
-    connection), to Redis (PING on the loop's own client, aisaas.loop_redis) and to both at once; None without them."""
+async def time_round_trips(calls: int) -> dict[str, float]:
+    """p50 (ms) of the cheapest round trip from the event loop to PostgreSQL (SELECT 1 on the loop's pool), to
+    Redis (PING on redis-py's asyncio client) and to both at once."""
+    import redis.asyncio
     from django.conf import settings
 
-    from aisaas.db import loop_connections_close, loop_fetchone, loop_queries_supported
-    from aisaas.loop_redis import LoopRedis
+    from aisaas.db import loop_fetchone, loop_pool_close
 
-    if not (loop_queries_supported() and settings.REDIS_URL):
-        return None
-    redis = LoopRedis(settings.REDIS_URL)
+    client = redis.asyncio.Redis.from_url(settings.REDIS_URL)
     trips = {
         "PostgreSQL": lambda _: loop_fetchone("SELECT 1", []),
-        "Redis": lambda _: redis.execute("PING"),
-        "both at once": lambda _: asyncio.gather(loop_fetchone("SELECT 1", []), redis.execute("PING")),
+        "Redis": lambda _: client.ping(),
+        "both at once": lambda _: asyncio.gather(loop_fetchone("SELECT 1", []), client.ping()),
     }
     floor = {name: percentile(await timed(trip, calls=calls, warm_up=50), 50) * 1000 for name, trip in trips.items()}
-    redis.close()
-    loop_connections_close()
+    await client.aclose()
+    await loop_pool_close()
     return floor
 
 
@@ -195,7 +181,7 @@ def main():
     args = parser.parse_args()
     env = bench_environment()
     print(
-        f"database {env['DATABASE_URL'].split('@')[-1]}, limits {'Redis' if env['REDIS_URL'] else 'local memory'}, "
+        f"database {env['DATABASE_URL'].split('@')[-1]}, Redis {env['REDIS_URL'].split('@')[-1]}, "
         f"{args.messages} messages per path, alternating",
         flush=True,
     )
@@ -220,11 +206,10 @@ def main():
         f"waiting (wall - loop CPU) p50: baseline {result['baseline_wait_p50_ms']:.2f} ms, "
         f"gated {result['gated_wait_p50_ms']:.2f} ms, added {result['added_wait_p50_ms']:+.2f} ms"
     )
-    print("Redis commands per gated message:", result["redis_commands_per_message"] or "none (local memory)")
+    print("Redis commands per gated message:", result["redis_commands_per_message"])
     print(f"moderation call (dev LLM, loopback): p50 {moderation_p50:.2f} ms / p99 {moderation_p99:.2f} ms")
-    if floor:
-        trips = ", ".join(f"{name} {ms:.2f} ms" for name, ms in floor.items())
-        print(f"this machine's round trip from the event loop, p50: {trips}")
+    trips = ", ".join(f"{name} {ms:.2f} ms" for name, ms in floor.items())
+    print(f"this machine's round trip from the event loop, p50: {trips}")
 
 
 if __name__ == "__main__":

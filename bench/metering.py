@@ -1,6 +1,6 @@
 """Metered usage to Stripe at volume: the outbox against a fake Stripe that answers like Stripe, 429 included.
 
-    python bench/metering.py                  # embedded default: SQLite file
+    make bench-metering                       # on embedded PostgreSQL and Redis
     BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/aisaas_bench REDIS_URL=redis://127.0.0.1:6379/14 \
         python bench/metering.py              # PostgreSQL
 

@@ -64,25 +64,6 @@ def _timed_on_loop(func, label: str):
     return timed
 
 
-def _timed_soon(func, label: str):
-    """`func` (returning a future, as limits.take_soon) recording when it is called and when its future is
-    done, and the time between, as `label`."""
-
-    def timed(*args, **kwargs):
-        _mark(f"{label}_start")
-        started = time.monotonic()
-
-        def done(_):
-            _marks[f"{label}_ms"] = (time.monotonic() - started) * 1000
-            _mark(f"{label}_end")
-
-        future = func(*args, **kwargs)
-        future.add_done_callback(done)
-        return future
-
-    return timed
-
-
 def _traced_db_hop(func):
     """gate.in_db_thread with marks: when the hop is called, when its thread starts and ends, when it is back."""
     hop = _in_db_thread(_timed(func, "gate_thread"))
@@ -124,19 +105,12 @@ def _gc_timed(phase: str, info: dict) -> None:
 gc.callbacks.append(_gc_timed)
 _in_db_thread, _moderation_categories = gate.in_db_thread, gate.moderation_categories
 gate.in_db_thread, gate.moderation_categories = _traced_db_hop, _traced_moderation
-# The gate in a database thread (SQLite) ...
-gate._gate_row = _timed(gate._gate_row, "gate_read")
-gate.quota_reserve = _timed(gate.quota_reserve, "reservation")
-limits.RedisLimiter.take = _timed(limits.RedisLimiter.take, "limits")
-limits.LocalLimiter.take = _timed(limits.LocalLimiter.take, "limits")
-# ... or on the event loop (PostgreSQL).
-chat_services.turn_plan_on_loop = _timed_on_loop(chat_services.turn_plan_on_loop, "gate_loop")
-completions.completion_admit_on_loop = _timed_on_loop(completions.completion_admit_on_loop, "gate_loop")
-gate._gate_row_on_loop = _timed_on_loop(gate._gate_row_on_loop, "gate_read")
+# The gate, on the event loop.
+chat_services.turn_plan = _timed_on_loop(chat_services.turn_plan, "gate_loop")
+completions.completion_admit = _timed_on_loop(completions.completion_admit, "gate_loop")
+gate._gate_row = _timed_on_loop(gate._gate_row, "gate_read")
 gate.loop_execute = _timed_on_loop(gate.loop_execute, "reservation")
-# A returning caller's read and reservation in one statement (gate_pass_on_loop): every gate query on the loop.
-gate.loop_fetchone = _timed_on_loop(gate.loop_fetchone, "gate_query")
-limits.take_soon = _timed_soon(limits.take_soon, "limits")
+limits.take = _timed_on_loop(limits.take, "limits")
 
 
 async def _http(scope, receive, send):

@@ -3,7 +3,7 @@ websocket (daphne, session auth, persistence, coalesced streaming), or with `--p
 OpenAI-compatible API (the same `openai` client pointed at /v1 with an API key), at several concurrency
 levels, in one run.
 
-    python bench/ttft.py                      # embedded default: SQLite file, in-memory channel layer
+    make bench-ttft                           # on embedded PostgreSQL and Redis
     BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/aisaas_bench REDIS_URL=redis://127.0.0.1:6379/14 \
         python bench/ttft.py                  # production settings (DEBUG off): PostgreSQL + Redis
 
@@ -239,7 +239,7 @@ def main():
     print(
         f"dev LLM: {args.tokens} tokens, {args.interval_ms} ms apart, first after {args.ttft_ms} ms; "
         f"{'burst: all streams start together' if args.burst else f'think time 0-{args.think_ms:.0f} ms'}; "
-        f"database {os.environ.get('BENCH_DATABASE_URL', 'sqlite (bench_db.sqlite3)')}, "
+        f"database {os.environ.get('BENCH_DATABASE_URL') or 'embedded'}, "
         f"redis {os.environ.get('REDIS_URL') or 'none (in-memory layer)'}; "
         f"moderation {'off' if args.no_moderation else 'on'}; our side: {args.path}",
         flush=True,

@@ -4,7 +4,6 @@ Request/Response/StreamResponse). Usage records carry source "api" and the key u
 """
 
 import asyncio
-import functools
 import json
 import logging
 import time
@@ -196,26 +195,14 @@ def _messages(messages) -> list[dict]:
     return cleaned
 
 
-def completion_admit(*, token: str, request: CompletionRequest) -> usage.Admission:
+async def completion_admit(*, token: str, request: CompletionRequest) -> usage.Admission:
     """The key, then the model checked against the configured ones and the key owner's plan, then the usage
-    gate: one database thread hop for all of it, the key found by the gate's own query."""
-    found = usage.gate_state_for_api_key(key_hash=api_key_hash(token)) if api_key_plausible(token) else None
-    holder, state = _key_holder(found)
-    api_key_used(key_id=holder.api_key_id, last_used_at=holder.api_key_last_used_at)
-    return usage.gate_admit(**_gate_arguments(holder, state, request))
-
-
-async def completion_admit_on_loop(*, token: str, request: CompletionRequest) -> usage.Admission:
-    """completion_admit with the gate on the event loop (usage.gate_pass_on_loop). The key's use is recorded
-    once the gate let the request through."""
+    gate; the key is found by the gate's own query. The key's use is recorded once the gate let the request
+    through."""
     if not api_key_plausible(token):
         raise AuthenticationFailed()
-
-    async def gate_arguments(found) -> dict:
-        return _gate_arguments(*_key_holder(found), request)
-
-    found, _, admission = await usage.gate_pass_on_loop(key_hash=api_key_hash(token), arguments_for=gate_arguments)
-    holder, _ = found
+    holder, state = _key_holder(await usage.gate_state_for_api_key(key_hash=api_key_hash(token)))
+    admission = await usage.gate_admit(**_gate_arguments(holder, state, request))
     if api_key_use_unrecorded(holder.api_key_last_used_at):  # once a minute at most
         await in_db_thread(api_key_used)(key_id=holder.api_key_id, last_used_at=holder.api_key_last_used_at)
     return admission
@@ -269,13 +256,8 @@ def _model_object(model_id: str) -> dict:
 async def completion_open(*, token: str, request: CompletionRequest) -> "OpenCompletion":
     """Through the key check, the gate and moderation of the last user message, then the provider request
     is sent (or the cached answer served). A refusal gives back everything the gate held."""
-    admission = await usage.gate_and_moderate(
-        functools.partial(completion_admit_on_loop, token=token, request=request)
-        if usage.gate_on_loop()
-        else functools.partial(in_db_thread(completion_admit), token=token, request=request),
-        caller=api_key_hash(token),
-        text=last_question(request.messages),
-    )
+    admission = await completion_admit(token=token, request=request)
+    await usage.moderate_or_release(admission=admission, text=last_question(request.messages))
     stream = answer_stream(
         admission=admission,
         messages=request.messages,
@@ -383,7 +365,7 @@ class OpenCompletion:
 async def completion_settle(*, admission, stream, text: str, status: str, prompt_tokens: int, completion_tokens: int):
     """The API's settlement: the usage record, quota, spend and rollups (no conversation is kept), the rate
     limiter's unused tokens back and a complete answer into the prompt cache."""
-    settlement = await usage.usage_settle_on_loop(
+    settlement = await usage.usage_settle(
         admission=admission,
         conversation_id=None,
         message_id=None,

@@ -2,7 +2,6 @@
 
 import asyncio
 import dataclasses
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -150,51 +149,8 @@ def conversation_history(*, user, conversation_id: int | None) -> list[dict]:
     return history_for_prompt(conversation=conversation, limit=settings.CHAT_HISTORY_MESSAGES - 1)
 
 
-def turn_plan(*, user, conversation_id: int | None, content: str, model: str | None) -> TurnPlan:
-    """Build the prompt for a new message (checked by content_validate) and pass the usage gate. Writes
-    nothing of the conversation."""
-    state = usage.gate_state(user=user)
-    model = model_resolve(model, plan=state.plan)
-    prompt = prompt_for(user, [*conversation_history(user=user, conversation_id=conversation_id), _asked(content)])
-    admission = usage.gate_admit(user=user, state=state, model=model, prompt=prompt, source="chat", cacheable=True)
-    return _message_plan(user, conversation_id, content, model, prompt, admission)
-
-
-async def turn_plan_on_loop(*, user, conversation_id: int | None, content: str, model: str | None) -> TurnPlan:
-    """turn_plan with the gate on the event loop (usage.gate_pass_on_loop); the conversation's history, read
-    with the ORM, comes from a database thread meanwhile."""
-    history = None
-    if conversation_id is not None:
-        history = asyncio.ensure_future(in_db_thread(conversation_history)(user=user, conversation_id=conversation_id))
-
-    async def gate_arguments(state: usage.GateState) -> dict:
-        chosen = model_resolve(model, plan=state.plan)
-        prompt = prompt_for(user, [*(await history if history else []), _asked(content)])
-        return {"user": user, "state": state, "model": chosen, "prompt": prompt, "source": "chat", "cacheable": True}
-
-    try:
-        _, arguments, admission = await usage.gate_pass_on_loop(user=user, arguments_for=gate_arguments)
-    finally:
-        if history and not history.done():  # the gate refused first: the history is not needed
-            history.cancel()
-            history.add_done_callback(lambda done: done.cancelled() or done.exception())
-    return _message_plan(user, conversation_id, content, arguments["model"], arguments["prompt"], admission)
-
-
 def _asked(content: str) -> dict:
     return {"role": "user", "content": content}
-
-
-def _message_plan(user, conversation_id, content, model, prompt, admission) -> TurnPlan:
-    return TurnPlan(
-        user=user,
-        conversation_id=conversation_id,
-        content=content,
-        model=model,
-        prompt=prompt,
-        title=title_from(content),
-        admission=admission,
-    )
 
 
 def _last_answer(conversation: Conversation) -> Message:
@@ -217,30 +173,67 @@ def _last_turn(conversation: Conversation) -> tuple[Message, Message]:
     return question, answer
 
 
-def last_turn_redo_plan(*, user, conversation_id: int, content: str | None, model: str | None) -> TurnPlan:
-    """Check a request for a new answer in place of the conversation's last one, build its prompt and pass the
-    usage gate. To the same question (regenerate, `content` None; never from the prompt cache: the user asked
-    for a different answer), or to `content` (checked by content_validate) in place of the last question (edit)."""
-    state = usage.gate_state(user=user)
-    model = model_resolve(model, plan=state.plan)
-    conversation = conversation_get(user=user, conversation_id=conversation_id)
+@dataclass(frozen=True)
+class _Asking:
+    """What a turn asks, read from the conversation: the history its prompt carries and the title it keeps."""
+
+    conversation_id: int | None
+    history: list[dict]
+    title: str
+
+
+def _asking(*, user, conversation_id: int | None, content: str | None, replaces_last_turn: bool) -> _Asking:
+    """A new message (`content`) in a conversation (None: a new one); or, in place of the conversation's last
+    turn, an answer to the same question (regenerate: `content` None) or to `content` (edit)."""
     limit = settings.CHAT_HISTORY_MESSAGES
+    if conversation_id is None:
+        return _Asking(None, [_asked(content)], title_from(content))
+    conversation = conversation_get(user=user, conversation_id=conversation_id)
     if content is None:
         history = history_for_prompt(conversation=conversation, limit=limit, before=_last_answer(conversation))
-    else:
+    elif replaces_last_turn:
         question, _ = _last_turn(conversation)
         history = [*history_for_prompt(conversation=conversation, limit=limit - 1, before=question), _asked(content)]
-    prompt = prompt_for(user, history)
-    edit = content is not None
+    else:
+        history = [*history_for_prompt(conversation=conversation, limit=limit - 1), _asked(content)]
+    return _Asking(conversation.pk, history, conversation.title or title_from(content or ""))
+
+
+async def turn_plan(
+    *, user, conversation_id: int | None, content: str | None, model: str | None, replaces_last_turn: bool = False
+) -> TurnPlan:
+    """Check a request for an answer, build its prompt and pass the usage gate; nothing is written yet. A new
+    message (`content`, checked by content_validate) in a conversation (None: a new one), or a new answer in
+    place of the conversation's last one: to the same question (regenerate, `content` None; never from the
+    prompt cache: the user asked for a different answer), or to `content` in place of the last question
+    (edit, `replaces_last_turn`). The conversation is read in a database thread while the gate reads the
+    user's state."""
+    asking = asyncio.ensure_future(
+        in_db_thread(_asking)(
+            user=user, conversation_id=conversation_id, content=content, replaces_last_turn=replaces_last_turn
+        )
+    )
+    try:
+        state = await usage.gate_state(user=user)
+        chosen = model_resolve(model, plan=state.plan)
+        asked = await asking
+    finally:
+        if not asking.done():  # refused first: the conversation is not needed
+            asking.cancel()
+            asking.add_done_callback(lambda done: done.cancelled() or done.exception())
+    prompt = prompt_for(user, asked.history)
+    admission = await usage.gate_admit(
+        user=user, state=state, model=chosen, prompt=prompt, source="chat", cacheable=content is not None
+    )
     return TurnPlan(
         user=user,
-        conversation_id=conversation.pk,
+        conversation_id=asked.conversation_id,
         content=content,
-        model=model,
+        model=chosen,
         prompt=prompt,
-        title=conversation.title,
-        admission=usage.gate_admit(user=user, state=state, model=model, prompt=prompt, source="chat", cacheable=edit),
-        replaces_last_turn=edit,
+        title=asked.title,
+        admission=admission,
+        replaces_last_turn=replaces_last_turn,
     )
 
 
@@ -314,17 +307,10 @@ def answer_to_cache(*, admission: usage.Admission, stream, text: str, complete: 
 
 
 async def reply_to_message(*, user, conversation_id: int | None, content, model: str | None) -> OpenReply:
-    """A new message through the usage gate, with its moderation alongside, then its reply opened."""
+    """A new message through the usage gate and moderation, then its reply opened."""
     content = content_validate(content)
-    arguments = {"user": user, "conversation_id": conversation_id, "content": content, "model": model}
-    plan = await usage.gate_and_moderate(
-        functools.partial(turn_plan_on_loop, **arguments)
-        if usage.gate_on_loop()
-        else functools.partial(in_db_thread(turn_plan), **arguments),
-        caller=user.pk,
-        text=content,
-        admission_of=lambda plan: plan.admission,
-    )
+    plan = await turn_plan(user=user, conversation_id=conversation_id, content=content, model=model)
+    await usage.moderate_or_release(admission=plan.admission, text=content)
     return reply_open(plan)
 
 
@@ -332,8 +318,8 @@ async def reply_edit(*, user, conversation_id: int, content, model: str | None) 
     """The last question changed: through the usage gate, its new text moderated, then the reply opened in
     place of the last answer."""
     content = content_validate(content)
-    plan = await in_db_thread(last_turn_redo_plan)(
-        user=user, conversation_id=conversation_id, content=content, model=model
+    plan = await turn_plan(
+        user=user, conversation_id=conversation_id, content=content, model=model, replaces_last_turn=True
     )
     await usage.moderate_or_release(admission=plan.admission, text=content)
     return reply_open(plan)
@@ -342,9 +328,7 @@ async def reply_edit(*, user, conversation_id: int, content, model: str | None) 
 async def reply_regenerate(*, user, conversation_id: int, model: str | None) -> OpenReply:
     """The last answer redone: through the usage gate, then its question moderated again (the policy may have
     changed since), then the reply opened."""
-    plan = await in_db_thread(last_turn_redo_plan)(
-        user=user, conversation_id=conversation_id, content=None, model=model
-    )
+    plan = await turn_plan(user=user, conversation_id=conversation_id, content=None, model=model)
     await usage.moderate_or_release(admission=plan.admission, text=last_question(plan.prompt))
     return reply_open(plan)
 
@@ -541,7 +525,7 @@ async def reply_settle(
             time_to_first_token_ms=time_to_first_token_ms,
             duration_ms=duration_ms,
         )
-    settlement = await usage.usage_settle_on_loop(
+    settlement = await usage.usage_settle(
         admission=admission,
         conversation_id=turn.conversation_id if turn else None,
         message_id=turn.message_id if turn else None,

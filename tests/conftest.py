@@ -8,6 +8,7 @@ from django.core.cache import caches
 from tests.chat.conftest import open_socket
 from tests.factories import UserFactory
 from tests.servers import start_devllm
+from usage import services as usage_services
 
 # Fast, deterministic answers: 12 tokens, 2 ms apart, no time to first token.
 DEVLLM_FAST = ("--tokens", "12", "--interval-ms", "2", "--ttft-ms", "0")
@@ -72,35 +73,24 @@ def _llm_settings(settings, devllm):
 
 
 @pytest.fixture(autouse=True)
-def _clean_cache():
-    """The caches (Redis in CI) hold allauth's and our rate-limit counters and the prompt cache; no test may
-    inherit another's."""
-    from usage import limits
-
-    for alias in ("default", limits.LIMITS_ALIAS):
-        caches[alias].clear()
-    limits._local.tats.clear()
+def _clean_redis():
+    """Redis holds allauth's and our rate-limit counters and the prompt cache (the limits' Redis is the cache's
+    in tests: one FLUSHDB clears both); no test may inherit another's."""
+    caches["default"].clear()
     yield
-    for alias in ("default", limits.LIMITS_ALIAS):
-        caches[alias].clear()
+    caches["default"].clear()
 
 
 @pytest.fixture(autouse=True)
-def _loop_connections_closed():
-    """Each test runs its own event loop; the connections the gate opened on it close with the test."""
+async def _loop_clients_closed():
+    """Each test runs its own event loop; the PostgreSQL pool and the Redis client the gate opened on it close
+    with the test, on that loop."""
     yield
-    from aisaas.db import loop_connections_close
+    from aisaas.db import loop_pool_close
+    from usage.limits import store_close
 
-    loop_connections_close()
-
-
-@pytest.fixture(autouse=True)
-def _gate_memory(monkeypatch):
-    """The gate's memory of the callers it admitted (usage.services.gate) starts empty in each test: user ids
-    repeat across tests."""
-    from usage.services import gate
-
-    monkeypatch.setattr(gate, "_admitted_callers", type(gate._admitted_callers)())
+    await loop_pool_close()
+    await store_close()
 
 
 @pytest.fixture(autouse=True)
@@ -143,33 +133,20 @@ async def chat_socket(user):
 def moderation_requests(monkeypatch):
     """The moderation requests sent to the provider (the real request is still sent), each as (text, how many
     requests the gate had admitted when it was sent)."""
-    from usage import services
     from usage.services import gate
 
     requests, admitted = [], []
-    real_categories, real_admit, real_pass_on_loop = (
-        gate.moderation_categories,
-        services.gate_admit,
-        services.gate_pass_on_loop,
-    )
+    real_categories, real_admit = gate.moderation_categories, gate.gate_admit
 
     def counted_categories(text):
-        # Counted when the request is made (gate_and_moderate makes it before the gate runs), not when its task
-        # first runs: a database thread's gate could otherwise finish first on a busy machine.
         requests.append((text, len(admitted)))
         return real_categories(text)
 
-    def recorded_admit(**arguments):
-        admission = real_admit(**arguments)
+    async def recorded_admit(**arguments):
+        admission = await real_admit(**arguments)
         admitted.append(admission)
         return admission
 
-    async def recorded_pass_on_loop(**arguments):
-        passed = await real_pass_on_loop(**arguments)
-        admitted.append(passed[-1])
-        return passed
-
     monkeypatch.setattr(gate, "moderation_categories", counted_categories)
-    monkeypatch.setattr(services, "gate_admit", recorded_admit)
-    monkeypatch.setattr(services, "gate_pass_on_loop", recorded_pass_on_loop)
+    monkeypatch.setattr(usage_services, "gate_admit", recorded_admit)
     return requests

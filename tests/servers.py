@@ -76,10 +76,11 @@ def start_daphne(env: dict[str, str], application: str = "aisaas.asgi:applicatio
 
 def database_url(settings_dict: dict) -> str:
     """DATABASE_URL for a Django database settings dict (the test database, for a server subprocess)."""
-    if settings_dict["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{settings_dict['NAME']}"
     user = settings_dict.get("USER") or ""
     password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
     credentials = f"{user}{password}@" if user else ""
+    socket_folder = settings_dict.get("OPTIONS", {}).get("host")
+    if socket_folder:  # the embedded server listens on a Unix socket only
+        return f"postgres://{credentials}/{settings_dict['NAME']}?host={socket_folder}"
     host = f"{settings_dict.get('HOST') or ''}:{settings_dict.get('PORT') or 5432}"
     return f"postgres://{credentials}{host}/{settings_dict['NAME']}"

@@ -1,4 +1,5 @@
-"""The usage gate's own PostgreSQL connections on the event loop (aisaas.db.loop_fetchone / loop_execute)."""
+"""The usage gate's own PostgreSQL pool on the event loop (aisaas.db.loop_fetchone / loop_execute: psycopg's async
+connections in a psycopg_pool pool)."""
 
 import asyncio
 import time
@@ -12,12 +13,6 @@ from django.db import connection
 from aisaas.db import loop_execute, loop_fetchone
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _postgresql():
-    if connection.vendor != "postgresql":
-        pytest.skip("needs PostgreSQL: set DATABASE_URL (.ci/run does)")
 
 
 async def test_a_burst_of_queries_waits_for_the_loops_few_connections(settings):
@@ -39,15 +34,31 @@ async def test_each_statement_is_its_own_transaction(user):
     assert user.name == "Renamed"
 
 
-async def test_a_statement_that_comes_again_is_prepared_once_on_its_connection(settings):
-    settings.DB_LOOP_CONNECTIONS = 1  # one connection: every statement below runs on it
-    statement = "SELECT %s::int * 2 AS loop_prepared_probe"
-    prepared = "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%%loop_prepared' || '_probe%%'"
+PROBE = "SELECT %s::int * 2 AS loop_prepared_probe"
+PREPARED = "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%%loop_prepared' || '_probe%%'"
 
-    assert await loop_fetchone(statement, [1]) == (2,)
-    assert await loop_fetchone(prepared, []) == (0,)  # the first time it runs unprepared
-    assert [await loop_fetchone(statement, [n]) for n in range(2, 5)] == [(4,), (6,), (8,)]
-    assert await loop_fetchone(prepared, []) == (1,)  # then once, and reused
+
+async def test_a_statement_that_comes_again_is_prepared_once_on_its_connection(settings):
+    """DB_PREPARE_THRESHOLD (5): PostgreSQL plans a statement the gate runs on every call once per connection."""
+    settings.DB_LOOP_CONNECTIONS = 1  # one connection: every statement below runs on it
+    threshold = connection.settings_dict["OPTIONS"]["prepare_threshold"]
+
+    assert [await loop_fetchone(PROBE, [n]) for n in range(threshold)] == [(2 * n,) for n in range(threshold)]
+    assert await loop_fetchone(PREPARED, []) == (0,)  # below the threshold it runs unprepared
+    assert [await loop_fetchone(PROBE, [n]) for n in range(3)] == [(0,), (2,), (4,)]
+    assert await loop_fetchone(PREPARED, []) == (1,)  # then once, and reused
+
+
+async def test_without_prepared_statements_a_transaction_mode_pooler_works(settings, monkeypatch):
+    """DB_PREPARE_THRESHOLD=0 (behind pgbouncer in transaction mode, where the next statement may reach another
+    server connection): the loop's pool prepares nothing, however often a statement runs."""
+    settings.DB_LOOP_CONNECTIONS = 1
+    monkeypatch.setitem(
+        connection.settings_dict, "OPTIONS", {**connection.settings_dict["OPTIONS"], "prepare_threshold": None}
+    )
+
+    assert [await loop_fetchone(PROBE, [n]) for n in range(10)] == [(2 * n,) for n in range(10)]
+    assert await loop_fetchone(PREPARED, []) == (0,)
 
 
 async def test_values_come_back_as_psycopgs_cursor_gives_them_and_a_long_parameter_is_sent_whole(user):

@@ -1,4 +1,4 @@
-"""Production wiring on the real Redis (CI sets REDIS_URL; without it these say why they skip)."""
+"""The wiring on the real Redis: the cache and the channel layer."""
 
 import asyncio
 
@@ -9,11 +9,6 @@ from django.conf import settings
 from django.core.cache import cache
 
 from tests.chat.conftest import open_socket
-
-pytestmark = [
-    pytest.mark.redis,
-    pytest.mark.skipif(not settings.REDIS_URL, reason="needs a real Redis: set REDIS_URL (.ci/run does)"),
-]
 
 
 def test_cache_lives_in_redis():

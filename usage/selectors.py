@@ -7,6 +7,7 @@ from django.db.models import Count, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from aisaas.users.models import ApiKey
 from usage.models import Plan, QuotaPeriod, UsageRecord, UserPlan
 
 WARNING_SHARE = 0.8
@@ -132,3 +133,36 @@ def usage_by_model(*, user, start, end) -> list[dict]:
         )
         .order_by("-billable_tokens", "model")
     )
+
+
+def account_summary(*, user) -> dict:
+    """A user's plan, current period (as it would be, if not started yet), usage and API keys, as JSON for
+    operators and scripts (manage.py usage_show)."""
+    plan, period = plan_and_period(user=user)
+    suspended = UserPlan.objects.filter(user=user, suspended_at__isnull=False).exists()
+    keys = ApiKey.objects.filter(user=user).order_by("pk")
+    return {
+        "user": {"id": user.pk, "email": user.email, "active": user.is_active, "suspended": suspended},
+        "plan": {"slug": plan.slug, "name": plan.name},
+        "period": {
+            "start": period.start.isoformat(),
+            "end": period.end.isoformat(),
+            "allowance": period.allowance,
+            "bonus_tokens": period.bonus_tokens,
+            "used": period.used,
+            "reserved": period.reserved,
+            "remaining": max(0, period.allowance - period.used - period.reserved),
+            "cost_usd": str(period.cost),
+            "requests": UsageRecord.objects.filter(period_id=period.pk).count() if period.pk else 0,
+        },
+        "api_keys": [
+            {
+                "id": key.pk,
+                "name": key.name,
+                "prefix": key.prefix,
+                "revoked": key.revoked_at is not None,
+                "last_used_at": key.last_used_at and key.last_used_at.isoformat(),
+            }
+            for key in keys
+        ],
+    }

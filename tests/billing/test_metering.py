@@ -5,7 +5,6 @@ from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
 from django.utils import timezone
 
 from billing import metering
@@ -48,7 +47,7 @@ def recorded_overage(user) -> int:
     return max(0, total - 100)
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_only_tokens_past_the_allowance_are_reported_with_the_customer_and_a_time_in_the_period(
     metered_user, customer, fake_stripe
 ):
@@ -73,7 +72,7 @@ def test_only_tokens_past_the_allowance_are_reported_with_the_customer_and_a_tim
     assert metering.metering_reconcile() == []
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_a_plan_metering_every_token_reports_them_all(user, customer, fake_stripe):
     plan = make_plan(slug="payg", metering=Plan.Metering.ALL, stripe_lookup_key="aisaas_payg")
     services.plan_change(user=user, plan=plan, billing_cycle=(timezone.now(), timezone.now() + timedelta(days=30)))
@@ -85,7 +84,7 @@ def test_a_plan_metering_every_token_reports_them_all(user, customer, fake_strip
     assert fake_stripe.metered() == {customer.id: 42}
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_free_users_and_users_without_a_stripe_customer_are_never_reported(user, other_user, fake_stripe):
     use(user, 500)  # free plan: not metered
     plan = make_plan(slug="payg", metering=Plan.Metering.ALL)
@@ -97,7 +96,7 @@ def test_free_users_and_users_without_a_stripe_customer_are_never_reported(user,
     assert fake_stripe.meter_events == [] and not MeterReport.objects.exists()
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_stripe_failing_for_a_while_then_recovering_loses_nothing_and_duplicates_nothing(
     metered_user, customer, fake_stripe
 ):
@@ -120,7 +119,7 @@ def test_stripe_failing_for_a_while_then_recovering_loses_nothing_and_duplicates
     assert metering.metering_reconcile() == []
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_an_answer_lost_after_stripe_accepted_is_not_sent_twice(metered_user, customer, fake_stripe):
     use(metered_user, 160)
     fake_stripe.lose_responses = 1  # Stripe stores the event, we never hear back
@@ -148,10 +147,10 @@ def test_the_task_run_concurrently_sends_each_usage_once(fake_stripe, settings):
         use(user, 33)
 
     for _ in range(2):  # two beats, each with concurrent workers
-        race(4 if connection.vendor == "postgresql" else 2, report_usage)
+        race(4, report_usage)
         for user in users:
             use(user, 7)
-    race(4 if connection.vendor == "postgresql" else 2, report_usage)
+    race(4, report_usage)
 
     customers = dict(Customer.objects.values_list("subscriber_id", "id"))
     assert fake_stripe.metered() == {customers[u.pk]: 33 + 7 + 7 for u in users}
@@ -159,7 +158,7 @@ def test_the_task_run_concurrently_sends_each_usage_once(fake_stripe, settings):
     assert len(identifiers) == len(set(identifiers))
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_reconcile_reports_a_difference_and_exits_non_zero(metered_user, customer, fake_stripe, capsys):
     use(metered_user, 130)
     report_usage()

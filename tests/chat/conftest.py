@@ -54,6 +54,8 @@ async def open_socket(user=None, origin: bytes = ORIGIN):
         headers.append((b"cookie", f"sessionid={cookie}".encode()))
     communicator = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
     connected, code = await communicator.connect()
+    if not connected:  # refused at the handshake: the app is told the client is gone, so that it ends
+        await communicator.disconnect()
     return ChatSocket(communicator), connected, code
 
 

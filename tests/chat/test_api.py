@@ -330,6 +330,40 @@ def test_a_quota_race_over_the_api_across_two_web_processes_never_overshoots(
     assert UsageRecord.objects.filter(user=api_user).count() == outcomes.count("answered")
 
 
+def test_a_suspension_a_plan_change_and_the_kill_switch_apply_to_the_next_call_in_every_web_process(
+    api_server, second_api_server, api_user, raw_key
+):
+    """Nothing about a caller is remembered between calls: each change made by staff (or billing) is seen by the
+    next call in both processes, each of which has just admitted the caller."""
+    from usage.models import SpendControl
+
+    staff = UserFactory(is_staff=True)
+    servers = (api_server, second_api_server)
+
+    def answers(server) -> str:
+        try:
+            sdk(server, raw_key).chat.completions.create(model="demo-large", messages=PROMPT, max_tokens=5)
+            return "answered"
+        except openai.APIStatusError as error:
+            return error.body["code"]
+
+    services.plan_change(user=api_user, plan=make_plan(slug="large", allowed_models=["demo-large"]))
+    assert [answers(server) for server in servers] == ["answered", "answered"]
+
+    services.account_suspend(actor=staff, user=api_user, reason="Abuse report")
+    assert [answers(server) for server in servers] == ["account_suspended", "account_suspended"]
+    services.account_reactivate(actor=staff, user=api_user, reason="Resolved")
+    assert [answers(server) for server in servers] == ["answered", "answered"]
+
+    services.plan_change(user=api_user, plan=make_plan(slug="mini", allowed_models=["demo-mini"]))
+    assert [answers(server) for server in servers] == ["model_not_in_plan", "model_not_in_plan"]
+    services.plan_change(user=api_user, plan=make_plan(slug="both"))
+    assert [answers(server) for server in servers] == ["answered", "answered"]
+
+    SpendControl.objects.create(kill_switch=True)
+    assert [answers(server) for server in servers] == ["paused", "paused"]
+
+
 def test_malformed_json_and_the_wrong_method_get_openai_shaped_errors(api_server, raw_key):
     headers = {"Authorization": f"Bearer {raw_key}", "Content-Type": "application/json"}
 
@@ -354,11 +388,11 @@ def _request(url: str, body: bytes | None, headers: dict) -> tuple[int, dict]:
         return error.code, json.loads(error.read())
 
 
-async def test_a_guessed_key_costs_no_moderation_call_and_a_known_one_is_moderated_alongside_the_gate(
+async def test_a_guessed_key_costs_no_moderation_call_and_a_known_one_is_moderated_after_the_gate(
     moderation_requests,
 ):
-    """The API's gate checks the key in the same database hop as the quota: a wrong key is refused before any
-    moderation request, a key admitted last time has its message moderated while the gate runs."""
+    """The API's gate checks the key in the same query as the quota: a wrong key is refused before any
+    moderation request, a known key has each message moderated once the gate admitted it."""
     from aisaas.db import in_db_thread
     from chat import completions
 
@@ -374,7 +408,7 @@ async def test_a_guessed_key_costs_no_moderation_call_and_a_known_one_is_moderat
     for _ in range(2):
         completion = await completions.completion_open(token=raw, request=request)
         assert "".join([event async for event in completion.events()]).endswith("data: [DONE]\n\n")
-    assert moderation_requests == [("Hello API", 1), ("Hello API", 1)]  # after the gate, then alongside it
+    assert moderation_requests == [("Hello API", 1), ("Hello API", 2)]
 
 
 def test_a_client_that_goes_away_mid_stream_stops_the_answer_and_is_charged_for_what_was_produced(

@@ -328,9 +328,7 @@ async def test_stop_when_nothing_streams_is_harmless(chat_socket):
 async def test_a_conversation_deleted_while_the_reply_starts_ends_in_a_clean_error(chat_socket, user):
     first = await chat_socket.ask("Soon gone")
     conversation_id = saved(first)["conversation"]["id"]
-    plan = await database_sync_to_async(services.turn_plan)(
-        user=user, conversation_id=conversation_id, content="again", model=None
-    )
+    plan = await services.turn_plan(user=user, conversation_id=conversation_id, content="again", model=None)
     await database_sync_to_async(services.conversation_delete)(user=user, conversation_id=conversation_id)
 
     reply = services.reply_open(plan)

@@ -12,8 +12,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def test_runner_pid(user):
     """The backend of the test's own connection (pytest-django flushes the database through it afterwards)."""
-    if connection.vendor != "postgresql":
-        pytest.skip("needs PostgreSQL: set DATABASE_URL (.ci/run does)")
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         return cursor.fetchone()[0]

@@ -1,3 +1,4 @@
+import asyncio
 import threading
 
 import pytest
@@ -58,18 +59,34 @@ def race(count: int, work) -> list:
     return results
 
 
+def on_loop(function, /, *args, **kwargs):
+    """An async service run from a sync test, on an event loop of its own, closing what it opened there (the
+    gate's PostgreSQL pool and Redis client). The pool's connections see committed data only: tests that use
+    this are transactional."""
+    from aisaas.db import loop_pool_close
+    from usage.limits import store_close
+
+    async def run():
+        try:
+            return await function(*args, **kwargs)
+        finally:
+            await loop_pool_close()
+            await store_close()
+
+    return asyncio.run(run())
+
+
 ANSWER_PROMPT = [{"role": "user", "content": "How much?"}]
 
 
-def answer(user, *, model="demo-mini", prompt_tokens=10, completion_tokens=20, cached=False):
-    """One answer through the real gate and settlement, as the chat or the API would account it."""
+async def _answer(user, *, model, prompt_tokens, completion_tokens, cached):
     from usage import services
 
-    state = services.gate_state(user=user)
-    admission = services.gate_admit(
+    state = await services.gate_state(user=user)
+    admission = await services.gate_admit(
         user=user, state=state, model=model, prompt=ANSWER_PROMPT, source="chat", cacheable=False
     )
-    return services.usage_settle(
+    return await services.usage_settle(
         admission=admission,
         conversation_id=None,
         message_id=None,
@@ -78,4 +95,12 @@ def answer(user, *, model="demo-mini", prompt_tokens=10, completion_tokens=20, c
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
         cached=cached,
+    )
+
+
+def answer(user, *, model="demo-mini", prompt_tokens=10, completion_tokens=20, cached=False):
+    """One answer through the real gate and settlement, as the chat or the API would account it (from a sync,
+    transactional test)."""
+    return on_loop(
+        _answer, user, model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cached=cached
     )

@@ -18,8 +18,9 @@ from usage.models import (
     UsageRecord,
     UserPlan,
 )
+from usage.selectors import plan_for
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)  # the gate's pool sees committed rows only
 
 MODELS = [Plan, UserPlan, QuotaPeriod, UsageRecord, SpendDay, SpendControl, ModerationEvent, AccountAction, UsageDaily]
 
@@ -40,7 +41,7 @@ def test_staff_can_list_every_usage_table_and_users_cannot(client, superuser, us
 
 
 def test_records_written_by_the_gate_cannot_be_edited_in_the_admin(client, superuser, user):
-    period = services.quota_period_current(user=user, plan=services.gate_state(user=user).plan)
+    period = services.quota_period_current(user=user, plan=plan_for(user=user))
     client.force_login(superuser)
 
     response = client.post(

@@ -32,7 +32,7 @@ from usage.models import (
     UserPlan,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)  # the gate's pool sees committed rows only
 
 MODELS = ["demo-mini", "demo-large"]
 

@@ -5,7 +5,6 @@ from datetime import datetime
 
 import psycopg
 import pytest
-from django.db import OperationalError
 from django.utils import timezone
 
 from aisaas.db import in_db_thread as database_sync_to_async
@@ -126,15 +125,14 @@ async def test_flagged_text_is_refused_recorded_and_never_sent_to_the_model(chat
     await assert_still_usable(chat_socket)
 
 
-async def test_a_returning_users_message_is_moderated_while_the_gate_runs(chat_socket, moderation_requests):
-    """The first token waits for the longer of the gate and moderation, not their sum (docs/performance.md)."""
-    assert (await chat_socket.ask("first"))[-1]["status"] == "complete"  # new to this process: after the gate
-    assert (await chat_socket.ask("second"))[-1]["status"] == "complete"  # admitted last time: alongside it
+async def test_every_message_is_moderated_once_the_gate_admitted_it(chat_socket, moderation_requests):
+    assert (await chat_socket.ask("first"))[-1]["status"] == "complete"
+    assert (await chat_socket.ask("second"))[-1]["status"] == "complete"
 
-    assert moderation_requests == [("first", 1), ("second", 1)]
+    assert moderation_requests == [("first", 1), ("second", 2)]
 
 
-async def test_flagged_text_moderated_alongside_the_gate_is_refused_and_gives_everything_back(
+async def test_flagged_text_is_refused_after_the_gate_and_gives_everything_back(
     chat_socket, user, provider_calls, moderation_requests
 ):
     assert (await chat_socket.ask("hello"))[-1]["status"] == "complete"
@@ -142,7 +140,7 @@ async def test_flagged_text_moderated_alongside_the_gate_is_refused_and_gives_ev
     await chat_socket.send({"type": "message", "conversation": None, "content": "flag-me:violence"})
     error = await chat_socket.receive()
 
-    assert error["code"] == "moderation_flagged" and moderation_requests[-1] == ("flag-me:violence", 1)
+    assert error["code"] == "moderation_flagged" and moderation_requests[-1] == ("flag-me:violence", 2)
     assert await database_sync_to_async(ModerationEvent.objects.filter(user=user).count)() == 1
     assert len(provider_calls) == 1 and len(await records(user)) == 1  # only the first message's
     assert (await period_of(user)).reserved == 0
@@ -158,15 +156,15 @@ async def test_a_gate_refusal_wins_over_flagged_text_and_records_nothing(
     error = await chat_socket.receive()
 
     assert error["code"] == "quota_exceeded"  # the gate's order: the quota is checked before moderation
-    assert moderation_requests[-1] == ("please flag-me:violence now", 1)  # it was sent alongside the gate
+    assert moderation_requests == [("hello", 1)]  # never sent for the refused message
     assert not await database_sync_to_async(ModerationEvent.objects.exists)()
     assert len(provider_calls) == 1 and (await period_of(user)).reserved == 0
     await assert_still_usable(chat_socket)
 
 
 async def test_requests_hammering_a_limit_cost_no_moderation_calls(chat_socket, user, moderation_requests):
-    """Once the gate refused a user, their messages are moderated only after it admits them again, so a
-    client retrying against a limit cannot spend the provider's moderation capacity."""
+    """Messages are moderated only once the gate admits them, so a client retrying against a limit cannot spend
+    the provider's moderation capacity."""
     assert (await chat_socket.ask("first"))[-1]["status"] == "complete"
     await on_plan(user, monthly_token_allowance=50)
 
@@ -174,16 +172,11 @@ async def test_requests_hammering_a_limit_cost_no_moderation_calls(chat_socket, 
         await chat_socket.send({"type": "message", "conversation": None, "content": f"again {number}"})
         assert (await chat_socket.receive())["code"] == "quota_exceeded"
 
-    # Sent alongside the gate for the first refused message (admitted last time); for none after it.
-    assert moderation_requests == [("first", 1), ("again 0", 1)]
+    assert moderation_requests == [("first", 1)]
 
     await on_plan(user, slug="roomy")
     assert (await chat_socket.ask("admitted again"))[-1]["status"] == "complete"
-    assert (await chat_socket.ask("and alongside again"))[-1]["status"] == "complete"
-    assert moderation_requests[2:] == [
-        ("admitted again", 2),  # sent once the gate had admitted it (the second admission)
-        ("and alongside again", 2),  # alongside the gate again
-    ]
+    assert moderation_requests[1:] == [("admitted again", 2)]
 
 
 async def test_moderation_can_be_switched_off(chat_socket, settings):
@@ -248,8 +241,7 @@ async def test_a_provider_error_mid_stream_records_what_was_produced(chat_socket
 
 
 async def test_an_unreachable_limits_store_refuses_with_a_retryable_error(chat_socket, user, settings, provider_calls):
-    closed = {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}
-    settings.CACHES = {**settings.CACHES, "limits": closed}
+    settings.LIMITS_REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
 
     await chat_socket.send({"type": "message", "conversation": None, "content": "hi"})
     error = await chat_socket.receive()
@@ -326,10 +318,9 @@ async def test_a_failing_quota_store_refuses_with_a_retryable_error(chat_socket,
 
 
 async def test_settlement_is_retried_through_a_short_database_outage(chat_socket, user, monkeypatch):
-    """Both ways a settlement meets an outage: in a database thread (Django's error) and on the event loop's own
-    connection (psycopg's)."""
-    real_settle = services.usage_settle_on_loop
-    outage = [OperationalError("the database went away"), psycopg.OperationalError("the server closed the connection")]
+    """The settlement's statement fails twice (as while PostgreSQL restarts), then goes through: settled once."""
+    real_settle = services.usage_settle
+    outage = [psycopg.OperationalError("the server closed the connection"), psycopg.OperationalError("no server")]
     failures = []
 
     async def flaky_settle(**kwargs):
@@ -338,7 +329,7 @@ async def test_settlement_is_retried_through_a_short_database_outage(chat_socket
             raise outage.pop(0)
         return await real_settle(**kwargs)
 
-    monkeypatch.setattr(services, "usage_settle_on_loop", flaky_settle)
+    monkeypatch.setattr(services, "usage_settle", flaky_settle)
     monkeypatch.setattr(chat_services, "SETTLE_RETRY_DELAYS", (0.01, 0.01, 0.01))
 
     frames = await chat_socket.ask("Settle me")
@@ -348,25 +339,3 @@ async def test_settlement_is_retried_through_a_short_database_outage(chat_socket
     message = await database_sync_to_async(Message.objects.get)(pk=saved(frames)["message"])
     assert message.status == "complete" and record.message_id == message.pk
     assert (await period_of(user)).reserved == 0
-
-
-async def test_on_postgresql_the_gate_runs_on_the_event_loop(chat_socket, user, monkeypatch):
-    """No database thread for the gate's read, limits or reservation (docs/architecture.md): the thread-side
-    versions are made to fail, and a message still goes through, reserved and settled."""
-    if not services.gate_on_loop():
-        pytest.skip("PostgreSQL only (on SQLite the gate runs in a database thread); CI runs it")
-    from usage import limits
-
-    def thread_side(*args, **kwargs):
-        raise AssertionError("the gate ran in a database thread")
-
-    assert (await chat_socket.ask("first: creates the period"))[-1]["status"] == "complete"
-    monkeypatch.setattr(gate, "_gate_row", thread_side)
-    monkeypatch.setattr(gate, "quota_reserve", thread_side)
-    monkeypatch.setattr(limits.RedisLimiter, "take", thread_side)
-    monkeypatch.setattr(limits.LocalLimiter, "take", thread_side)
-
-    frames = await chat_socket.ask("second: the gate on the loop")
-
-    assert frames[-1]["status"] == "complete"
-    assert len(await records(user)) == 2 and (await period_of(user)).reserved == 0

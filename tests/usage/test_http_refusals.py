@@ -8,19 +8,23 @@ from django.http import JsonResponse
 from django.urls import path
 from django.utils import timezone
 
-from tests.usage.conftest import make_plan
+from tests.usage.conftest import make_plan, on_loop
 from usage import services
 
-pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls(__name__)]
+
+
+async def _admit(user):
+    state = await services.gate_state(user=user)
+    prompt = [{"role": "user", "content": "hello"}]
+    return await services.gate_admit(
+        user=user, state=state, model="demo-mini", prompt=prompt, source="api", cacheable=False
+    )
 
 
 def gated_view(request):
-    state = services.gate_state(user=request.user)
-    prompt = [{"role": "user", "content": "hello"}]
-    admission = services.gate_admit(
-        user=request.user, state=state, model="demo-mini", prompt=prompt, source="api", cacheable=False
-    )
-    return JsonResponse({"request_id": admission.request_id})
+    user = request.user._wrapped if request.user.is_authenticated else None  # loaded here, not on the loop
+    return JsonResponse({"request_id": on_loop(_admit, user).request_id})
 
 
 urlpatterns = [path("gated/", gated_view)]

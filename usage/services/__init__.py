@@ -1,15 +1,16 @@
 """The usage services: one gate and one settlement for every paid call (the chat websocket, the HTTP API).
 
-    gate_state, gate_admit  rate limits -> global spend cap -> token quota reservation -> prompt cache lookup
-                            (gate_state_for_api_key: the API's key check in the gate's own query);
-                            gate_pass_on_loop runs the same gate on the event loop (PostgreSQL: gate_on_loop)
-    gate_and_moderate       async: the gate and moderation of the user's text, before anything is sent to
-                            the completion model (moderate_or_release: moderation alone, after the gate)
-    usage_settle            in the caller's transaction: the usage record, the quota, the spend ledger
-    usage_settle_on_loop    async: the same (on the loop on PostgreSQL), and meanwhile the unused tokens of the
-                            tokens/day limit given back (once per request) and a complete answer kept in the
-                            prompt cache
+All async, on the event loop:
+    gate_state              what the gate reads of a user, in one query (gate_state_for_api_key: of an API key's
+                            holder, the key checked in the same query)
+    gate_admit              rate limits -> global spend cap -> token quota reservation -> prompt cache lookup
+    moderate_or_release     moderation of the user's text once admitted, before anything is sent to the
+                            completion model; a refusal gives back what the gate holds
+    usage_settle            the usage record, the quota, the spend ledger and the rollup in one statement (with
+                            the caller's own), and the unused tokens of the tokens/day limit given back (once per
+                            request) and a complete answer kept in the prompt cache
     gate_release            a request refused or abandoned after gate_admit: give everything back
+Sync (ORM, in a database thread from async code):
     plan_change             the one way to move a user to another plan (billing, staff)
     bonus_tokens_grant, quota_period_reset, plan_change_by_staff, account_suspend, account_reactivate
                             staff actions from the admin, each with its audit entry
@@ -31,9 +32,6 @@ from usage.services.gate import (
     Admission,
     GateState,
     gate_admit,
-    gate_and_moderate,
-    gate_on_loop,
-    gate_pass_on_loop,
     gate_release,
     gate_state,
     gate_state_for_api_key,
@@ -44,11 +42,10 @@ from usage.services.periods import (
     quota_period_current,
     quota_periods_roll_over,
     quota_reservations_expire,
-    quota_reserve,
 )
 from usage.services.plans import plan_change, user_plan_create
 from usage.services.rollup import usage_rollup_rebuild
-from usage.services.settle import Settlement, cost_of, usage_settle, usage_settle_on_loop
+from usage.services.settle import Settlement, cost_of, usage_settle
 from usage.services.spend import spend_cap_alert_send, spend_check
 
 __all__ = [
@@ -66,9 +63,6 @@ __all__ = [
     "calendar_month",
     "cost_of",
     "gate_admit",
-    "gate_and_moderate",
-    "gate_on_loop",
-    "gate_pass_on_loop",
     "gate_release",
     "gate_state",
     "gate_state_for_api_key",
@@ -79,11 +73,9 @@ __all__ = [
     "quota_period_reset",
     "quota_periods_roll_over",
     "quota_reservations_expire",
-    "quota_reserve",
     "spend_cap_alert_send",
     "spend_check",
     "usage_rollup_rebuild",
     "usage_settle",
-    "usage_settle_on_loop",
     "user_plan_create",
 ]

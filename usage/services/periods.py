@@ -47,31 +47,14 @@ def quota_period_align(*, user, plan: Plan, start: datetime, end: datetime) -> Q
 
 _RESERVE_SQL = (
     "UPDATE usage_quotaperiod SET reserved = reserved + %s, reserved_at = %s "
-    "WHERE id = {period} AND used + reserved + %s <= allowance"
+    "WHERE id = %s AND used + reserved + %s <= allowance"
 )
 
 
 def quota_reserve_statement(*, period_id: int, tokens: int) -> tuple[str, list]:
     """Hold `tokens` of the period if they fit: one conditional UPDATE, so concurrent requests can never hold
     more than the allowance between them (I1). It changes one row if the tokens are held."""
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
-    return _RESERVE_SQL.format(period="%s"), [tokens, now, period_id, tokens]
-
-
-def quota_reserve_found_by(period_query: str, *, tokens: int) -> tuple[str, list]:
-    """quota_reserve_statement for the period whose id `period_query` (SQL, no parameters) selects, as a
-    part of a larger statement."""
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
-    return _RESERVE_SQL.format(period=f"({period_query})"), [tokens, now, tokens]
-
-
-def quota_reserve(*, period: QuotaPeriod, tokens: int) -> None:
-    """Hold `tokens` of the period, or refuse (quota_reserve_statement)."""
-    with connection.cursor() as cursor:
-        cursor.execute(*quota_reserve_statement(period_id=period.pk, tokens=tokens))
-        held = cursor.rowcount == 1
-    if not held:
-        quota_refuse(period=period, tokens=tokens)
+    return _RESERVE_SQL, [tokens, timezone.now(), period_id, tokens]
 
 
 def quota_refuse(*, period: QuotaPeriod, tokens: int) -> None:
@@ -125,12 +108,6 @@ def quota_release_statement(*, period_id: int, tokens: int) -> tuple[str, list]:
         "UPDATE usage_quotaperiod SET reserved = CASE WHEN reserved > %s THEN reserved - %s ELSE 0 END WHERE id = %s",
         [tokens, tokens, period_id],
     )
-
-
-def quota_reservation_release(*, period_id: int, tokens: int) -> None:
-    """quota_release_statement, run."""
-    with connection.cursor() as cursor:
-        cursor.execute(*quota_release_statement(period_id=period_id, tokens=tokens))
 
 
 def quota_reservations_expire() -> int:

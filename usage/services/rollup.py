@@ -21,7 +21,7 @@ _TOTALS = {
 
 def usage_rollup_rebuild(*, first_day: date, last_day: date) -> int:
     """Recompute both rollups for the UTC days [first_day, last_day] from the usage records, in one
-    transaction: per table a DELETE and an INSERT ... SELECT. Idempotent. On PostgreSQL the rollup tables are
+    transaction: per table a DELETE and an INSERT ... SELECT. Idempotent. The rollup tables are
     locked against writers meanwhile, so a settlement running at the same time waits and then adds itself to
     the recomputed rows: nothing is counted twice or lost. Returns the number of UsageDaily rows written."""
     start = datetime.combine(first_day, time.min, UTC)
@@ -32,9 +32,8 @@ def usage_rollup_rebuild(*, first_day: date, last_day: date) -> int:
     per_user = records.values("user_id", "model", "day").annotate(**_TOTALS).order_by()
     per_shard = records.values("model", "day", "shard").annotate(**_TOTALS).order_by()
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("LOCK TABLE usage_usagedaily, usage_spendday IN SHARE ROW EXCLUSIVE MODE")
+        with connection.cursor() as cursor:
+            cursor.execute("LOCK TABLE usage_usagedaily, usage_spendday IN SHARE ROW EXCLUSIVE MODE")
         UsageDaily.objects.filter(day__gte=first_day, day__lte=last_day).delete()
         SpendDay.objects.filter(day__gte=first_day, day__lte=last_day).delete()
         written = _insert_select(UsageDaily, per_user)

@@ -1,9 +1,6 @@
-"""The gate and the settlement on the event loop (PostgreSQL + Redis).
-
-The gate (usage.gate_pass_on_loop): a caller admitted last time is admitted with one statement and one limits
-script sent at once, sized by last time's state. Whatever the fresh state says, the outcome is the step-by-step
-gate's, and nothing it took is kept when it refuses. The settlement (usage.usage_settle_on_loop): its statement
-and the limits' give-back sent at once, each counted once per request however often the settlement runs."""
+"""The one gate (usage.services.gate_state, gate_admit) and settlement (usage_settle) on the event loop, with
+PostgreSQL and Redis: nothing is remembered between calls, a refusal or a caller gone away keeps nothing, racing
+requests never overshoot, and a settlement counts once in both stores however often it runs."""
 
 import asyncio
 import dataclasses
@@ -11,7 +8,6 @@ import itertools
 
 import psycopg
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from aisaas.db import in_db_thread
@@ -22,16 +18,9 @@ from usage import limits, services
 from usage.errors import AccountSuspended, LimitReached
 from usage.models import QuotaPeriod, UsageRecord
 from usage.services import gate
-from usage.services import settle as usage_settle_module
+from usage.services import settle as settle_module
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _postgresql():
-    if connection.vendor != "postgresql":
-        pytest.skip("needs PostgreSQL (on SQLite the gate runs in a database thread): set DATABASE_URL (.ci/run does)")
-
 
 _plans = itertools.count()
 
@@ -54,90 +43,27 @@ def period_set(user, **values) -> None:
 
 
 async def admit(user, content="Hello there"):  # one content: every request the same size
-    plan = await chat_services.turn_plan_on_loop(user=user, conversation_id=None, content=content, model=None)
+    plan = await chat_services.turn_plan(user=user, conversation_id=None, content=content, model=None)
     return plan.admission
 
 
-@pytest.fixture
-def step_by_step(monkeypatch):
-    """How often the step-by-step gate ran (gate_admit_on_loop)."""
-    calls = []
-    real = gate.gate_admit_on_loop
-
-    async def counted(**arguments):
-        calls.append(arguments["user"].pk)
-        return await real(**arguments)
-
-    monkeypatch.setattr(gate, "gate_admit_on_loop", counted)
-    return calls
-
-
-async def test_a_returning_caller_is_admitted_in_one_statement(user, step_by_step, monkeypatch):
-    await on_plan(user)
-    first = await admit(user)
-    assert step_by_step == [user.pk]  # new to this process: step by step
-    statements = []
-    real_fetchone, real_execute = gate.loop_fetchone, gate.loop_execute
-
-    async def fetchone(sql, params):
-        statements.append(sql)
-        return await real_fetchone(sql, params)
-
-    async def execute(sql, params):
-        statements.append(sql)
-        return await real_execute(sql, params)
-
-    monkeypatch.setattr(gate, "loop_fetchone", fetchone)
-    monkeypatch.setattr(gate, "loop_execute", execute)
-
-    second = await admit(user, "Hello again")
-
-    assert step_by_step == [user.pk] and len(statements) == 1 and "held AS (UPDATE" in statements[0]
-    assert second.period_id == first.period_id and second.reserved_tokens > 0
-    assert (await period_of(user)).reserved == first.reserved_tokens + second.reserved_tokens
-
-
-async def test_a_plan_changed_since_last_time_is_the_one_applied(user, step_by_step):
+async def test_a_plan_changed_between_two_calls_is_the_one_applied(user):
     # The limit keeps the first request's place in its schedule: 20 s of the minute at 3 a minute. At 2 a minute
     # (30 s each) the second request fits and the third does not, however slowly the test runs (under 20 s);
-    # at 3 a minute the third would fit. (At the default 1000 a minute the first was worth 60 ms, and the third
-    # was refused only when it came within 60 ms of the first.)
+    # at 3 a minute the third would fit.
     await on_plan(user, requests_per_minute=3)
     first = await admit(user)
-    await on_plan(user, requests_per_minute=2)  # the rate limit now refuses the third request of the minute
+    await on_plan(user, requests_per_minute=2)
 
     second = await admit(user, "Under the new plan")
     with pytest.raises(LimitReached) as refused:
         await admit(user, "Too fast for the new plan")
 
     assert refused.value.details["limit"] == "requests_per_minute" and refused.value.details["limit_value"] == 2
-    assert step_by_step == [user.pk, user.pk, user.pk]  # the new plan made the request a different one
-    # The refused request holds nothing.
-    assert (await period_of(user)).reserved == first.reserved_tokens + second.reserved_tokens
+    assert (await period_of(user)).reserved == first.reserved_tokens + second.reserved_tokens  # refused: nothing
 
 
-async def test_a_returning_callers_request_is_worked_out_once_when_only_the_usage_changed(user):
-    """The caller's checks (the model, the prompt) run once per message as long as the plan is the one of last
-    time; a changed plan has them run again on the fresh state."""
-    await on_plan(user)
-    asked = []
-
-    async def arguments_for(state):
-        asked.append(state.plan.requests_per_minute)
-        return {"user": user, "state": state, "model": "demo-mini", "prompt": [{"role": "user", "content": "Hi"}],
-                "source": "chat", "cacheable": False}  # fmt: skip
-
-    await gate.gate_pass_on_loop(user=user, arguments_for=arguments_for)  # new: read, then asked
-    asked.clear()
-    await gate.gate_pass_on_loop(user=user, arguments_for=arguments_for)  # as last time: asked before reading
-    assert asked == [1000]
-    await on_plan(user, requests_per_minute=50)
-    asked.clear()
-    _, arguments, _ = await gate.gate_pass_on_loop(user=user, arguments_for=arguments_for)
-    assert asked == [1000, 50] and arguments["state"].plan.requests_per_minute == 50
-
-
-async def test_a_user_suspended_since_last_time_is_refused_and_holds_nothing(user):
+async def test_a_user_suspended_between_two_calls_is_refused_and_holds_nothing(user):
     await on_plan(user)
     first = await admit(user)
     staff = await in_db_thread(UserFactory)(is_staff=True)
@@ -146,21 +72,21 @@ async def test_a_user_suspended_since_last_time_is_refused_and_holds_nothing(use
     with pytest.raises(AccountSuspended):
         await admit(user)
 
-    assert (await period_of(user)).reserved == first.reserved_tokens  # what the refused request held is back
+    assert (await period_of(user)).reserved == first.reserved_tokens
 
 
-async def test_a_refused_returning_caller_keeps_nothing_it_took(user, step_by_step):
-    """The quota refuses after the limits were taken at the same time: the tokens/day limit gets them back.
-    If it did not, the day's limit would refuse a request it has room for."""
+async def test_a_quota_refusal_gives_the_daily_limit_back_what_it_took(user):
+    """The quota refuses after the limits were taken: the tokens/day limit gets them back. If it did not, the
+    day's limit would refuse a request it has room for."""
     await on_plan(user)
     worst_case = (await admit(user)).reserved_tokens
     await on_plan(user, tokens_per_day=worst_case * 3 + 1)
-    await admit(user)  # the plan changed: step by step; the day's limit holds one worst case (and a sliver)
+    await admit(user)  # the day's limit holds one worst case (and a sliver)
     period = await period_of(user)
     await period_set(user, allowance=period.used + period.reserved + worst_case - 1)
 
     with pytest.raises(LimitReached) as refused:
-        await admit(user)  # as last time: the statement holds nothing, the limits script took its share
+        await admit(user)
     await period_set(user, allowance=10**9)
     await admit(user)  # the day's second worst case, unless the refused request kept its share
     await admit(user)  # the third
@@ -168,29 +94,29 @@ async def test_a_refused_returning_caller_keeps_nothing_it_took(user, step_by_st
         await admit(user)
 
     assert refused.value.code == "quota_exceeded" and day_limit.value.details["limit"] == "tokens_per_day"
-    # New, a new plan, then each refusal: the step-by-step gate says why.
-    assert step_by_step == [user.pk] * 4
 
 
-async def test_a_caller_that_goes_away_mid_gate_leaves_nothing_held(user, monkeypatch):
+@pytest.mark.parametrize("cut_at", ["the read", "the reservation"])
+async def test_a_caller_that_goes_away_mid_gate_leaves_nothing_held(user, monkeypatch, cut_at):
     await on_plan(user)
     worst_case = (await admit(user)).reserved_tokens
     await on_plan(user, tokens_per_day=worst_case * 2 + 1)
-    await admit(user)  # remembered under this plan
+    await admit(user)
     sent = asyncio.Event()
-    real_fetchone = gate.loop_fetchone
+    name = "loop_fetchone" if cut_at == "the read" else "loop_execute"
+    real = getattr(gate, name)
 
-    async def fetchone(sql, params):
+    async def statement(sql, params):
         sent.set()
-        return await real_fetchone(sql, params)
+        return await real(sql, params)
 
-    monkeypatch.setattr(gate, "loop_fetchone", fetchone)
+    monkeypatch.setattr(gate, name, statement)
     asking = asyncio.ensure_future(admit(user))
     await sent.wait()
     asking.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asking
-    await asyncio.gather(*gate._background_tasks)
+    monkeypatch.setattr(gate, name, real)
 
     assert (await period_of(user)).reserved == worst_case * 2
     await admit(user)  # the day's limit has room for a second worst case only if the cancelled one gave it back
@@ -199,9 +125,8 @@ async def test_a_caller_that_goes_away_mid_gate_leaves_nothing_held(user, monkey
     assert day_limit.value.details["limit"] == "tokens_per_day"
 
 
-async def test_returning_callers_racing_for_the_last_tokens_never_overshoot(user):
-    """I1 through the one-statement admission: 40 requests of a caller admitted before, at once, with room
-    for 10 worst cases."""
+async def test_requests_racing_for_the_last_tokens_never_overshoot(user):
+    """I1: 40 requests at once, with room for 10 worst cases."""
     await on_plan(user)
     worst_case = (await admit(user)).reserved_tokens
     period = await period_of(user)
@@ -215,10 +140,10 @@ async def test_returning_callers_racing_for_the_last_tokens_never_overshoot(user
     assert period.reserved == worst_case * 11 and period.used + period.reserved <= period.allowance
 
 
-async def settle(admission, *, used: int) -> usage_settle_module.Settlement:
+async def settle(admission, *, used: int) -> settle_module.Settlement:
     """Settle `admission` as the chat does, `used` of its hold used (all of it counted as prompt tokens)."""
     return await chat_services.settle_with_retries(
-        services.usage_settle_on_loop,
+        services.usage_settle,
         admission=admission,
         conversation_id=None,
         message_id=None,
@@ -231,7 +156,7 @@ async def settle(admission, *, used: int) -> usage_settle_module.Settlement:
 
 async def tokens_left_today(admission) -> int:
     """What the tokens/day limit has room for: a take too big to pass reports it."""
-    result = await limits.take_on_loop([dataclasses.replace(admission.tokens_limit, cost=10**9)])
+    result = await limits.take([dataclasses.replace(admission.tokens_limit, cost=10**9)])
     assert not result.allowed
     return result.remaining
 
@@ -242,7 +167,7 @@ async def test_a_settlement_retried_after_an_unclear_failure_counts_once_in_both
     await on_plan(user, tokens_per_day=10_000)  # 8.6 s per token comes back: none while the test runs
     admission = await admit(user)
     used = admission.reserved_tokens - 10
-    real_fetchone, attempts = usage_settle_module.loop_fetchone, []
+    real_fetchone, attempts = settle_module.loop_fetchone, []
 
     async def commits_then_breaks(sql, params):
         attempts.append(sql)
@@ -251,7 +176,7 @@ async def test_a_settlement_retried_after_an_unclear_failure_counts_once_in_both
             raise psycopg.OperationalError("server closed the connection unexpectedly")
         return row
 
-    monkeypatch.setattr(usage_settle_module, "loop_fetchone", commits_then_breaks)
+    monkeypatch.setattr(settle_module, "loop_fetchone", commits_then_breaks)
     monkeypatch.setattr(chat_services, "SETTLE_RETRY_DELAYS", (0.01,))
 
     settlement = await settle(admission, used=used)
