@@ -1,3 +1,4 @@
+import inspect
 import logging
 import os
 from importlib import import_module
@@ -81,10 +82,17 @@ def _clean_redis():
     caches["default"].clear()
 
 
-@pytest.fixture(autouse=True)
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if inspect.iscoroutinefunction(getattr(item, "obj", None)):
+            item.fixturenames.append("_loop_clients_closed")
+
+
+@pytest.fixture
 async def _loop_clients_closed():
-    """Each test runs its own event loop; the PostgreSQL pool and the Redis client the gate opened on it close
-    with the test, on that loop."""
+    """Each async test runs its own event loop; the PostgreSQL pool and the Redis client the gate opened on it
+    close with the test, on that loop. (Sync tests that call the gate do it on loops of their own, closed the
+    same way: tests.usage.conftest.on_loop.)"""
     yield
     from aisaas.db import loop_pool_close
     from usage.limits import store_close
