@@ -37,7 +37,7 @@ application = ProtocolTypeRouter(
     }
 )
 
-# Everything loaded so far (Django, the apps, the SDKs: ~250,000 objects) lives as long as the process. Frozen,
-# the garbage collector no longer walks it in every full collection: each cost ~100 ms, a stall of every
-# stream in flight (the +100 ms p99 at 50 streams; docs/performance.md).
+# Everything loaded so far (Django, the apps, the SDKs) lives as long as the process. Frozen, the garbage
+# collector no longer walks it in every full collection, each a stall of every stream in flight
+# (docs/performance.md).
 gc.freeze()

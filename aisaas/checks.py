@@ -4,7 +4,7 @@ from django.conf import settings
 from django.core import checks
 from django.core.management import call_command
 
-from chat.llm import ModelConfigError, model_catalogue
+from llm.provider import ModelConfigError, model_catalogue
 
 INSECURE_SECRET_PREFIX = "django-insecure"  # noqa: S105 (a prefix to reject, not a secret)
 

@@ -90,7 +90,8 @@ INSTALLED_APPS = [
     "allauth.socialaccount",
     "allauth.socialaccount.providers.google",
     "allauth.socialaccount.providers.github",
-    "aisaas.users",
+    "aisaas",
+    "users",
     "chat",
     "usage",
     "djstripe",
@@ -99,8 +100,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "aisaas.middleware.ContentSecurityPolicyMiddleware",
-    "aisaas.middleware.StaticFilesMiddleware",  # WhiteNoise, async-capable
+    "core.middleware.ContentSecurityPolicyMiddleware",
+    "core.middleware.StaticFilesMiddleware",  # WhiteNoise, async-capable
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -108,7 +109,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
-    "aisaas.middleware.ApplicationErrorMiddleware",
+    "core.middleware.ApplicationErrorMiddleware",
 ]
 
 TEMPLATES = [
@@ -147,13 +148,13 @@ STORAGES = {
 DATABASES = {"default": env.db_url_config(DATABASE_URL)}
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":  # the gate's SQL is PostgreSQL's
     raise ImproperlyConfigured("DATABASE_URL must point at PostgreSQL (postgres://...).")
-# Reused connections, without health checks: aisaas.db.in_db_thread closes stale connections around every ORM
+# Reused connections, without health checks: core.db.in_db_thread closes stale connections around every ORM
 # call, and a health check there would add a round trip to each one. A dropped connection fails one call, then
 # is replaced.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 # psycopg prepares a statement a connection runs for the 5th time, so PostgreSQL plans it once. A
 # transaction-mode pooler (pgbouncer) cannot keep prepared statements across transactions: DB_PREPARE_THRESHOLD=0
-# turns them off, for the ORM's connections and the event loop's pool (aisaas.db) alike.
+# turns them off, for the ORM's connections and the event loop's pool (core.db) alike.
 DB_PREPARE_THRESHOLD = env.int("DB_PREPARE_THRESHOLD", default=5)
 DATABASES["default"].setdefault("OPTIONS", {}).update(
     {"server_side_binding": True, "prepare_threshold": DB_PREPARE_THRESHOLD}
@@ -161,7 +162,7 @@ DATABASES["default"].setdefault("OPTIONS", {}).update(
     else {"prepare_threshold": None}
 )
 # The gate and the settlement query from each web process's event loop, on a pool of connections of its own
-# (aisaas.db): at most this many per process, beside the thread pool's. Requests beyond it wait for one.
+# (core.db): at most this many per process, beside the thread pool's. Requests beyond it wait for one.
 DB_LOOP_CONNECTIONS = env.int("DB_LOOP_CONNECTIONS", default=8)
 
 AUTH_USER_MODEL = "users.User"
@@ -340,7 +341,7 @@ LOGGING = {
 }
 
 # ------------------------------------------------------------------------------------------------------------
-# LLM provider (any OpenAI-compatible server; the embedded default is aisaas.devllm on port 8001)
+# LLM provider (any OpenAI-compatible server; the embedded default is llm.devllm on port 8001)
 # ------------------------------------------------------------------------------------------------------------
 # "id:input_usd_per_1M:output_usd_per_1M", comma separated. The first is the default unless LLM_DEFAULT_MODEL.
 LLM_MODELS = env.list("LLM_MODELS", default=["demo-mini:0.15:0.60", "demo-large:2.50:10.00"])
@@ -372,15 +373,17 @@ CHAT_HISTORY_MESSAGES = env.int("CHAT_HISTORY_MESSAGES", default=40)
 CHAT_STREAM_COALESCE_MS = env.int("CHAT_STREAM_COALESCE_MS", default=25)
 # A message still 'streaming' after this long belongs to a process that died; the beat task closes it.
 CHAT_STALE_STREAM_MINUTES = env.int("CHAT_STALE_STREAM_MINUTES", default=15)
-# The REST API (/api/): the signed-in user's conversations, messages and usage, by session or API key.
+# The REST API (/api/): the signed-in user's conversations, messages and usage, by session or API key; the chat
+# page's own JSON calls (rename, delete, feedback) are this API too.
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "aisaas.users.authentication.ApiKeyAuthentication",
+        "users.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "EXCEPTION_HANDLER": "core.api.exception_handler",
     "PAGE_SIZE": 50,
 }
 SPECTACULAR_SETTINGS = {

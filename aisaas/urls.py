@@ -4,9 +4,9 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from rest_framework.routers import SimpleRouter
 
 from aisaas import views
-from aisaas.users import views as user_views
-from chat.rest import ConversationViewSet
+from chat.rest import ConversationViewSet, FeedbackView
 from usage.rest import CurrentUsage
+from users import views as user_views
 
 router = SimpleRouter()
 router.register("conversations", ConversationViewSet, basename="conversation")
@@ -26,6 +26,7 @@ urlpatterns = [
     # The OpenAI-compatible API (everything under /v1/) is served beside Django: aisaas/asgi.py.
     # The REST API (Django REST framework), its OpenAPI schema and its docs page.
     path("api/", include(router.urls)),
+    path("api/messages/<int:message_id>/feedback/", FeedbackView.as_view(), name="api_feedback"),
     path("api/usage/", CurrentUsage.as_view(), name="api_usage"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api_schema"), name="api_docs"),

@@ -2,7 +2,7 @@ from django.conf import settings
 from django.shortcuts import redirect, render
 from django.templatetags.static import static
 
-from chat.llm import model_catalogue
+from llm.provider import model_catalogue
 
 
 def landing(request):

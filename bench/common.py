@@ -30,16 +30,14 @@ def compared_ms(ours: tuple[str, list[float]], baseline: tuple[str, list[float]]
 
 
 def bench_environment() -> dict[str, str]:
-    """Production settings on BENCH_DATABASE_URL and REDIS_URL, or with DEBUG on the servers DATABASE_URL and
-    REDIS_URL name (the embedded ones: `make bench-*` runs through aisaas.embedded)."""
-    if not os.environ.get("BENCH_DATABASE_URL"):
-        return {"DEBUG": "true", "DATABASE_URL": os.environ["DATABASE_URL"], "REDIS_URL": os.environ["REDIS_URL"]}
+    """Production settings (DEBUG off) on the PostgreSQL and Redis that BENCH_DATABASE_URL (else DATABASE_URL) and
+    REDIS_URL name: the embedded ones under `make bench-*` (aisaas.embedded), or servers of your own."""
     return {
         "DEBUG": "false",
         "SECRET_KEY": secrets.token_urlsafe(64),
         "ALLOWED_HOSTS": "127.0.0.1",
         "SECURE_SSL_REDIRECT": "false",
-        "DATABASE_URL": os.environ["BENCH_DATABASE_URL"],
+        "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL") or os.environ["DATABASE_URL"],
         "REDIS_URL": os.environ["REDIS_URL"],
         # Replaced by the dev LLM's address when a server starts.
         "LLM_BASE_URL": "http://127.0.0.1:9/v1",
@@ -50,12 +48,11 @@ def bench_environment() -> dict[str, str]:
 
 def ensure_database(url: str) -> None:
     """Create the bench's PostgreSQL database if it does not exist yet."""
-    if not url.startswith(("postgres://", "postgresql://")):
-        return
     import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    server, name = url.rsplit("/", 1)
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as connection:
+    name = conninfo_to_dict(url)["dbname"]
+    with psycopg.connect(make_conninfo(url, dbname="postgres"), autocommit=True) as connection:
         if not connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
             connection.execute(f'CREATE DATABASE "{name}"')
 

@@ -45,11 +45,11 @@ async def run(messages: int) -> dict:
     import redis.asyncio
     from django.conf import settings
 
-    from aisaas.db import in_db_thread, loop_execute
-    from aisaas.users.services import user_create_verified
     from chat import services as chat
-    from chat.llm import clients_close
+    from core.db import in_db_thread, loop_execute
+    from llm.provider import clients_close
     from usage import services as usage
+    from users.services import user_create_verified
 
     user = await in_db_thread(user_create_verified)(email="gate-bench@example.com", password="bench-password-123")
     # This run's own questions: the bench's Redis keeps the answers of earlier runs in the prompt cache, and the
@@ -146,7 +146,7 @@ async def timed(call, *, calls: int, warm_up: int) -> list[float]:
 
 
 async def time_moderation(calls: int) -> tuple[float, float]:
-    from chat.llm import clients_close, moderation_categories
+    from llm.provider import clients_close, moderation_categories
 
     timings = await timed(
         lambda number: moderation_categories(f"Is this message fine? {number}"), calls=calls, warm_up=10
@@ -161,7 +161,7 @@ async def time_round_trips(calls: int) -> dict[str, float]:
     import redis.asyncio
     from django.conf import settings
 
-    from aisaas.db import loop_fetchone, loop_pool_close
+    from core.db import loop_fetchone, loop_pool_close
 
     client = redis.asyncio.Redis.from_url(settings.REDIS_URL)
     trips = {

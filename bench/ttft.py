@@ -42,8 +42,8 @@ def prepare_database(env: dict[str, str], users: int) -> tuple[list[str], list[s
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
     from django.contrib.sessions.backends.db import SessionStore
 
-    from aisaas.users.services import api_key_create, user_create_verified
     from usage.services import plan_change
+    from users.services import api_key_create, user_create_verified
 
     plan = bench_plan()
     cookies, keys = [], []

@@ -25,9 +25,9 @@ from django.db import connection, transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
-from aisaas.db import db_datetime, transaction_lock
 from billing.models import MeterReport
 from billing.stripe_api import client
+from core.db import db_datetime, transaction_lock
 
 logger = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ chat.completions does the work. Every error is in OpenAI's shape, {"error": {mes
 with the status the SDKs turn into their own exception classes.
 
 Served by a plain ASGI app beside Django's (aisaas/asgi.py), not by Django views: the API needs none of
-Django's request machinery (sessions, CSRF, templates, middleware), and it cost ~4 ms a request (a 401 took
-6.1 ms through Django, 2.0 ms here; docs/performance.md), on every call's time to first token. What it
+Django's request machinery (sessions, CSRF, templates, middleware), which cost several milliseconds a request
+(docs/performance.md), on every call's time to first token. What it
 does need is done here: the Host check against ALLOWED_HOSTS, a body size limit, `nosniff`, and the
 provider stream cancelled (and the call settled as stopped) when the client goes away.
 """
@@ -18,12 +18,12 @@ import logging
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
-from aisaas.db import in_db_thread
-from aisaas.errors import ApplicationError, InvalidInput
-from aisaas.middleware import limit_headers, rate_limit_headers
-from aisaas.users.services import bearer_token
 from chat import completions
-from chat.llm import ProviderError
+from core.db import in_db_thread
+from core.errors import ApplicationError, InvalidInput
+from core.middleware import limit_headers, rate_limit_headers
+from llm.provider import ProviderError
+from users.services import bearer_token
 
 logger = logging.getLogger(__name__)
 

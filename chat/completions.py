@@ -1,5 +1,5 @@
 """The OpenAI-compatible chat completions API (/v1): the chat page's gate, moderation, provider call and
-settlement (usage.services, chat.llm), in OpenAI's wire format (../shared/specs/openai: CreateChatCompletion
+settlement (usage.services, llm.provider), in OpenAI's wire format (../shared/specs/openai: CreateChatCompletion
 Request/Response/StreamResponse). Usage records carry source "api" and the key used.
 """
 
@@ -14,20 +14,20 @@ from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
 
-from aisaas.db import in_db_thread
-from aisaas.errors import ApplicationError, InvalidInput, NotFound
-from aisaas.users.services import (
+from chat.services import answer_stream, answer_to_cache, last_question, models_for, settle_with_retries
+from core.db import in_db_thread
+from core.errors import ApplicationError, InvalidInput, NotFound
+from llm.provider import CachedStream, CompletionStream, ProviderError, model_catalogue
+from usage import services as usage
+from usage.selectors import plan_for
+from usage.tokens import prompt_token_count, token_count
+from users.services import (
     api_key_authenticate,
     api_key_hash,
     api_key_plausible,
     api_key_use_unrecorded,
     api_key_used,
 )
-from chat.llm import CachedStream, CompletionStream, ProviderError, model_catalogue
-from chat.services import answer_stream, answer_to_cache, last_question, models_for, settle_with_retries
-from usage import services as usage
-from usage.selectors import plan_for
-from usage.tokens import prompt_token_count, token_count
 
 logger = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ import logging
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from aisaas.errors import ApplicationError, Conflict
 from chat import events, services
 from chat.protocol import CloseCode, EditLast, Ping, Regenerate, SendMessage, Stop, parse_client_frame
+from core.errors import ApplicationError, Conflict
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """channels' dispatch without its `aclose_old_connections()` before every message: that is a hop to the
         process's one thread-sensitive thread, so every frame of every socket queued behind the others there
         before its handler ran (docs/performance.md). This consumer does no database work of its own: its
-        services run each call through aisaas.db.in_db_thread, which closes stale connections inside it."""
+        services run each call through core.db.in_db_thread, which closes stale connections inside it."""
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from aisaas.errors import InvalidInput
+from core.errors import InvalidInput
 
 
 class CloseCode:

@@ -1,12 +1,16 @@
-"""The REST API for a user's conversations and messages (list, read, delete): Django REST framework, by
-session or API key. Only the user's own objects exist here: another user's id is simply not found (I7)."""
+"""The REST API for a user's conversations and messages (list, read, rename, delete, rate an answer): Django
+REST framework, by session or API key; the chat page uses it too. Only the user's own objects exist here: another
+user's id is simply not found (I7). Thin: the writes are chat.services, which check what they are given."""
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from chat import services
 from chat.models import Conversation, Message
+from core.errors import InvalidInput
 
 
 class MessageSerializer(serializers.ModelSerializer):
@@ -44,8 +48,21 @@ class ConversationViewSet(
     def get_serializer_class(self):
         return ConversationDetailSerializer if self.action == "retrieve" else ConversationSerializer
 
-    def perform_destroy(self, instance):
-        services.conversation_delete(user=self.request.user, conversation_id=instance.pk)
+    def destroy(self, request, pk=None):
+        """Delete the conversation and its messages."""
+        services.conversation_delete(user=request.user, conversation_id=_id(pk))
+        return Response(status=204)
+
+    @extend_schema(
+        request=inline_serializer("ConversationRename", {"title": serializers.CharField()}),
+        responses={200: ConversationSerializer, 400: OpenApiResponse(description="An empty or missing title.")},
+    )
+    def partial_update(self, request, pk=None):
+        """Rename the conversation (the title is trimmed and cut to 80 characters)."""
+        conversation = services.conversation_rename(
+            user=request.user, conversation_id=_id(pk), title=_body(request).get("title")
+        )
+        return Response(ConversationSerializer(conversation).data)
 
     @extend_schema(responses=MessageSerializer(many=True))
     @action(detail=True)
@@ -54,3 +71,35 @@ class ConversationViewSet(
         conversation = self.get_object()
         page = self.paginate_queryset(conversation.messages.order_by("created_at", "id"))
         return self.get_paginated_response(MessageSerializer(page, many=True).data)
+
+
+class FeedbackView(APIView):
+    """Rate one of your finished answers: 1 (up) or -1 (down), with an optional comment; 0 takes it back."""
+
+    @extend_schema(
+        request=inline_serializer(
+            "FeedbackGive", {"rating": serializers.IntegerField(), "comment": serializers.CharField(required=False)}
+        ),
+        responses=inline_serializer(
+            "FeedbackGiven", {"message": serializers.IntegerField(), "rating": serializers.IntegerField()}
+        ),
+    )
+    def post(self, request, message_id: int):
+        body = _body(request)
+        feedback = services.feedback_give(
+            user=request.user, message_id=message_id, rating=body.get("rating"), comment=body.get("comment", "")
+        )
+        return Response({"message": message_id, "rating": feedback.rating if feedback else 0})
+
+
+def _body(request) -> dict:
+    if not isinstance(request.data, dict):
+        raise InvalidInput("The request body must be a JSON object.")
+    return request.data
+
+
+def _id(pk) -> int:
+    try:
+        return int(pk)
+    except (TypeError, ValueError):
+        raise InvalidInput("The id must be a number.") from None

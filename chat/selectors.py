@@ -1,7 +1,7 @@
 from django.db.models import F
 
-from aisaas.errors import NotFound
 from chat.models import Conversation, Message
+from core.errors import NotFound
 
 SIDEBAR_CONVERSATIONS = 200
 

@@ -12,13 +12,13 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from aisaas.db import LoopDatabaseError, in_db_thread
-from aisaas.errors import ApplicationError, Conflict, InvalidInput, NotFound, ServiceUnavailable
 from chat import events
-from chat.llm import CachedStream, CompletionStream, ProviderError, model_catalogue
 from chat.models import Conversation, Feedback, Message
 from chat.selectors import conversation_get, history_for_prompt
 from chat.streaming import relay_text
+from core.db import LoopDatabaseError, in_db_thread
+from core.errors import ApplicationError, Conflict, InvalidInput, NotFound, ServiceUnavailable
+from llm.provider import CachedStream, CompletionStream, ProviderError, model_catalogue
 from usage import prompt_cache
 from usage import services as usage
 from usage.models import ModerationEvent

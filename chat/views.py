@@ -1,14 +1,10 @@
-import json
-
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse
 from django.shortcuts import render
 from django.utils.http import content_disposition_header
 from django.utils.text import slugify
-from django.views.decorators.http import require_POST
 
-from aisaas.errors import InvalidInput
 from chat import selectors, services
 from usage import selectors as usage_selectors
 
@@ -65,48 +61,3 @@ def conversation_export(request, conversation_id: int):
     filename = f"{slugify(conversation.title, allow_unicode=True)[:60] or 'conversation'}.md"
     response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=filename)
     return response
-
-
-def _json_body(request) -> dict:
-    try:
-        body = json.loads(request.body or b"{}")
-    except ValueError:
-        raise InvalidInput("The request body is not valid JSON.") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("The request body must be a JSON object.")
-    return body
-
-
-def _login_required_json(view):
-    def wrapped(request, *args, **kwargs):
-        if not request.user.is_authenticated:
-            return JsonResponse({"error": {"code": "unauthenticated", "message": "Sign in first."}}, status=401)
-        return view(request, *args, **kwargs)
-
-    return wrapped
-
-
-@require_POST
-@_login_required_json
-def conversation_rename(request, conversation_id: int):
-    conversation = services.conversation_rename(
-        user=request.user, conversation_id=conversation_id, title=_json_body(request).get("title")
-    )
-    return JsonResponse({"id": conversation.pk, "title": conversation.title})
-
-
-@require_POST
-@_login_required_json
-def conversation_delete(request, conversation_id: int):
-    services.conversation_delete(user=request.user, conversation_id=conversation_id)
-    return JsonResponse({"id": conversation_id, "deleted": True})
-
-
-@require_POST
-@_login_required_json
-def message_feedback(request, message_id: int):
-    body = _json_body(request)
-    feedback = services.feedback_give(
-        user=request.user, message_id=message_id, rating=body.get("rating"), comment=body.get("comment", "")
-    )
-    return JsonResponse({"message": message_id, "rating": feedback.rating if feedback else 0})

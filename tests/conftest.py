@@ -26,7 +26,7 @@ def pytest_sessionfinish(session, exitstatus):
 
 class _UnclosedProviderClients(logging.Filter):
     """Each async test runs on an event loop of its own, and the provider clients opened on it (aiohttp
-    sessions, chat.llm.client_for) are dropped with it unclosed; a server has one loop and keeps them. What
+    sessions, llm.provider.client_for) are dropped with it unclosed; a server has one loop and keeps them. What
     aiohttp logs about them then says nothing about the code under test."""
 
     def filter(self, record):
@@ -94,7 +94,7 @@ async def _loop_clients_closed():
     close with the test, on that loop. (Sync tests that call the gate do it on loops of their own, closed the
     same way: tests.usage.conftest.on_loop.)"""
     yield
-    from aisaas.db import loop_pool_close
+    from core.db import loop_pool_close
     from usage.limits import store_close
 
     await loop_pool_close()

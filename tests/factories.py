@@ -1,8 +1,8 @@
 import factory
 from allauth.account.models import EmailAddress
 
-from aisaas.users.models import User
 from chat.models import Conversation, Message
+from users.models import User
 
 PASSWORD = "a-strong-test-password-1"
 

@@ -52,7 +52,7 @@ class Server:
 def start_devllm(*args: str) -> Server:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "aisaas.devllm", "--port", str(port), *args],
+        [sys.executable, "-m", "llm.devllm", "--port", str(port), *args],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
     )

@@ -6,8 +6,8 @@ import pytest
 from django.core import mail
 from django.urls import reverse
 
-from aisaas.users.models import User
 from tests.factories import PASSWORD, UserFactory
+from users.models import User
 
 pytestmark = pytest.mark.django_db
 

@@ -5,10 +5,10 @@ import re
 import pytest
 from django.urls import reverse
 
-from aisaas.users import services
-from aisaas.users.models import ApiKey
 from tests.factories import UserFactory
 from tests.usage.conftest import race
+from users import services
+from users.models import ApiKey
 
 pytestmark = pytest.mark.django_db
 

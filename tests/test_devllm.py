@@ -6,7 +6,7 @@ import httpx2
 import openai
 import pytest
 
-from aisaas.devllm.behaviour import answer_tokens
+from llm.devllm.behaviour import answer_tokens
 from tests.servers import start_devllm
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]

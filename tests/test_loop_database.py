@@ -1,4 +1,4 @@
-"""The usage gate's own PostgreSQL pool on the event loop (aisaas.db.loop_fetchone / loop_execute: psycopg's async
+"""The usage gate's own PostgreSQL pool on the event loop (core.db.loop_fetchone / loop_execute: psycopg's async
 connections in a psycopg_pool pool)."""
 
 import asyncio
@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from django.db import connection
 
-from aisaas.db import loop_execute, loop_fetchone
+from core.db import loop_execute, loop_fetchone
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -7,12 +7,12 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from aisaas.users.models import ApiKey, User
-from aisaas.users.services import api_key_authenticate
 from tests.factories import UserFactory
 from tests.usage.conftest import make_plan
 from usage.models import AccountAction, QuotaPeriod
 from usage.selectors import plan_for
+from users.models import ApiKey, User
+from users.services import api_key_authenticate
 
 pytestmark = pytest.mark.django_db
 

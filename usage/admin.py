@@ -1,12 +1,10 @@
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.db.models import F, FilteredRelation, OuterRef, Q, Subquery
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from aisaas.users.admin import UserAdmin
-from usage import admin_views
 from usage.models import (
     AccountAction,
     ModerationEvent,
@@ -14,10 +12,10 @@ from usage.models import (
     QuotaPeriod,
     SpendControl,
     SpendDay,
-    UsageDaily,
     UsageRecord,
     UserPlan,
 )
+from users.admin import UserAdmin
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -129,28 +127,6 @@ class AccountActionAdmin(ReadOnlyAdmin):
     list_select_related = ["user", "actor"]
     search_fields = ["user__email", "actor__email", "reason"]
     date_hierarchy = "created_at"
-
-
-@admin.register(UsageDaily)
-class TokenAnalyticsAdmin(ReadOnlyAdmin):
-    """'Token analytics' on the admin index: its page is the analytics (usage.admin_views), not a list."""
-
-    def has_view_permission(self, request, obj=None):
-        return request.user.is_active and request.user.is_staff
-
-    def has_module_permission(self, request):
-        return request.user.is_active and request.user.is_staff
-
-    def get_urls(self):
-        view = self.admin_site.admin_view
-        return [
-            path("user/<int:user_id>/", view(admin_views.user_analytics), name="usage_user_analytics"),
-            path("user/<int:user_id>/action/", view(admin_views.user_action), name="usage_user_action"),
-            *super().get_urls(),
-        ]
-
-    def changelist_view(self, request, extra_context=None):
-        return admin_views.token_analytics(request, admin_site=self.admin_site)
 
 
 User = get_user_model()

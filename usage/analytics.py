@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.db.models import Count, F, Q, Sum
+from django.db.models import Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -192,28 +192,8 @@ def day_charts(days: list[dict]) -> dict:
     }
 
 
-def satisfaction_by_model(scope: Scope) -> list[dict]:
-    """Thumbs up and down on answers given in the scope, per model (feedback is rare: read directly)."""
-    from chat.models import Feedback
-
-    start, end = scope.moments
-    feedback = Feedback.objects.filter(message__created_at__gte=start, message__created_at__lt=end)
-    if scope.plan is not None:
-        feedback = feedback.filter(user__user_plan__plan=scope.plan)
-    if scope.model:
-        feedback = feedback.filter(message__model=scope.model)
-    rows = list(
-        feedback.values(model=F("message__model"))
-        .annotate(up=Count("id", filter=Q(rating=1)), down=Count("id", filter=Q(rating=-1)))
-        .order_by("model")
-    )
-    for row in rows:
-        row["satisfaction"] = row["up"] / (row["up"] + row["down"]) if row["up"] + row["down"] else None
-    return rows
-
-
 def models_in_use() -> list[str]:
-    from chat.llm import model_catalogue
+    from llm.provider import model_catalogue
 
     return [model.id for model in model_catalogue().models]
 
@@ -223,15 +203,12 @@ def models_in_use() -> list[str]:
 
 def user_overview(user, *, first_day: date, last_day: date) -> dict:
     """Everything the per-user analytics page shows."""
-    from chat.models import Conversation, Feedback
-
     scope = Scope(first_day, last_day)
     rollups = scope.rollups().filter(user=user)
     days = _per_day(scope, list(rollups.values("day").annotate(**_SUMS).order_by()))
     models = list(rollups.values("model").annotate(**_SUMS).order_by("-cost", "model"))
     plan, period = plan_and_period(user=user)
     user_plan = UserPlan.objects.filter(user=user).first()
-    feedback = Feedback.objects.filter(user=user)
     return {
         "days": days,
         "charts": day_charts(days),
@@ -242,22 +219,6 @@ def user_overview(user, *, first_day: date, last_day: date) -> dict:
         "meter": quota_meter(period=period),
         "suspended_at": user_plan.suspended_at if user_plan else None,
         "recent_requests": list(UsageRecord.objects.filter(user=user).order_by("-created_at")[:RECENT_REQUESTS]),
-        "conversations": Conversation.objects.filter(user=user).count(),
-        "feedback": feedback.aggregate(up=Count("id", filter=Q(rating=1)), down=Count("id", filter=Q(rating=-1))),
-        "recent_feedback": list(feedback.select_related("message").order_by("-created_at")[:10]),
         "moderation_events": list(ModerationEvent.objects.filter(user=user).order_by("-created_at")[:10]),
         "moderation_count": ModerationEvent.objects.filter(user=user).count(),
     }
-
-
-def satisfaction_by_user(scope: Scope, user_ids: list[int]) -> dict[int, dict]:
-    """Thumbs up/down per user, for the heaviest users table."""
-    from chat.models import Feedback
-
-    start, end = scope.moments
-    rows = (
-        Feedback.objects.filter(user_id__in=user_ids, message__created_at__gte=start, message__created_at__lt=end)
-        .values("user_id")
-        .annotate(up=Count("id", filter=Q(rating=1)), down=Count("id", filter=Q(rating=-1)))
-    )
-    return {row["user_id"]: row for row in rows}

@@ -1,7 +1,7 @@
 """Refusals of the usage gate. Each carries what a client needs to show it (which limit, what is left,
 when to retry) and maps to an HTTP status for the API."""
 
-from aisaas.errors import ApplicationError
+from core.errors import ApplicationError
 
 
 class LimitReached(ApplicationError):

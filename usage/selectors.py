@@ -7,8 +7,8 @@ from django.db.models import Count, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from aisaas.users.models import ApiKey
 from usage.models import Plan, QuotaPeriod, UsageRecord, UserPlan
+from users.models import ApiKey
 
 WARNING_SHARE = 0.8
 

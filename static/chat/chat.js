@@ -186,7 +186,7 @@ thread.addEventListener("click", async (event) => {
   const rating = button.getAttribute("aria-pressed") === "true" ? 0 : chosen; // a second click takes it back
   const comment = rating === -1 ? window.prompt("What was wrong with this answer? (optional)") || "" : "";
   try {
-    const data = await postJSON(`/chat/m/${article.dataset.id}/feedback/`, { rating, comment });
+    const data = await callAPI("POST", `/api/messages/${article.dataset.id}/feedback/`, { rating, comment });
     article.querySelectorAll("button.rate").forEach((b) => {
       b.setAttribute("aria-pressed", String(Number(b.dataset.rating) === data.rating));
     });
@@ -320,11 +320,12 @@ function iconButton(kind, symbol, label) {
   return button;
 }
 
-async function postJSON(url, body) {
+// The REST API (/api/), as the signed-in user: every error comes as {"error": {"code", "message"}}.
+async function callAPI(method, url, body) {
   const response = await fetch(url, {
-    method: "POST",
+    method,
     headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken },
-    body: JSON.stringify(body),
+    body: body === undefined ? undefined : JSON.stringify(body),
     credentials: "same-origin",
   });
   const data = await response.json().catch(() => ({}));
@@ -341,12 +342,12 @@ conversationList.addEventListener("click", async (event) => {
     if (button.classList.contains("rename")) {
       const title = window.prompt("Rename conversation", item.querySelector("a.title").textContent);
       if (title && title.trim()) {
-        const data = await postJSON(`/chat/c/${id}/rename/`, { title });
+        const data = await callAPI("PATCH", `/api/conversations/${id}/`, { title });
         upsertConversation(data.id, data.title);
       }
     } else if (button.classList.contains("delete")) {
       if (window.confirm("Delete this conversation? This cannot be undone.")) {
-        await postJSON(`/chat/c/${id}/delete/`, {});
+        await callAPI("DELETE", `/api/conversations/${id}/`);
         removeConversation(id);
       }
     }

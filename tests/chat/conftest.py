@@ -4,7 +4,7 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from aisaas.asgi import application
-from aisaas.db import in_db_thread as database_sync_to_async
+from core.db import in_db_thread as database_sync_to_async
 
 ORIGIN = b"http://127.0.0.1:8000"
 

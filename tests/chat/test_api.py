@@ -9,12 +9,12 @@ import openai
 import pytest
 from django.utils import timezone
 
-from aisaas.users import services as user_services
 from tests.factories import UserFactory
 from tests.servers import database_url, start_daphne
 from tests.usage.conftest import make_plan
 from usage import services
 from usage.models import QuotaPeriod, UsageRecord
+from users import services as user_services
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -393,8 +393,8 @@ async def test_a_guessed_key_costs_no_moderation_call_and_a_known_one_is_moderat
 ):
     """The API's gate checks the key in the same query as the quota: a wrong key is refused before any
     moderation request, a known key has each message moderated once the gate admitted it."""
-    from aisaas.db import in_db_thread
     from chat import completions
+    from core.db import in_db_thread
 
     user = await in_db_thread(UserFactory)()
     raw = (await in_db_thread(user_services.api_key_create)(user=user, name="tests"))[1]
@@ -463,8 +463,8 @@ async def test_a_failure_after_the_stream_began_ends_the_body_instead_of_a_secon
 
     from channels.testing import HttpCommunicator
 
-    from aisaas.db import in_db_thread
     from chat import api, completions
+    from core.db import in_db_thread
 
     async def breaking_events(self):
         yield 'data: {"choices": []}\n\n'

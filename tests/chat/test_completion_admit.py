@@ -6,14 +6,14 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from aisaas.users import services as user_services
-from aisaas.users.models import ApiKey
 from chat import completions
 from chat.completions import AuthenticationFailed, completion_request_parse
 from tests.usage.conftest import make_plan, on_loop
 from usage import services
 from usage.models import QuotaPeriod, UserPlan
 from usage.services import gate
+from users import services as user_services
+from users.models import ApiKey
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the gate's pool sees committed rows only
 
@@ -24,7 +24,7 @@ def completion_admit(**arguments):
 
 @pytest.fixture
 def gate_reads(monkeypatch):
-    """The statements the gate reads with (aisaas.db.loop_fetchone), as they are sent."""
+    """The statements the gate reads with (core.db.loop_fetchone), as they are sent."""
     reads, real = [], gate.loop_fetchone
 
     async def counted(sql, params):

@@ -5,11 +5,11 @@ import time
 
 import pytest
 
-from aisaas.db import in_db_thread as database_sync_to_async
-from aisaas.devllm.behaviour import answer_tokens
 from chat import services
 from chat.models import Conversation, Message
 from chat.protocol import CloseCode
+from core.db import in_db_thread as database_sync_to_async
+from llm.devllm.behaviour import answer_tokens
 from tests.chat.conftest import delta_text, open_socket, saved
 from tests.factories import ConversationFactory, MessageFactory
 from usage.models import QuotaPeriod, UsageRecord

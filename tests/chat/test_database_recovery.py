@@ -3,7 +3,7 @@
 import pytest
 from django.db import connection
 
-from aisaas.db import in_db_thread
+from core.db import in_db_thread
 from tests.chat.conftest import open_socket
 
 pytestmark = pytest.mark.django_db(transaction=True)

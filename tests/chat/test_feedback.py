@@ -12,7 +12,7 @@ pytestmark = pytest.mark.django_db
 
 
 def rate(client, message_id, **body):
-    return client.post(reverse("chat:feedback", args=[message_id]), json.dumps(body), content_type="application/json")
+    return client.post(reverse("api_feedback", args=[message_id]), json.dumps(body), content_type="application/json")
 
 
 @pytest.fixture
@@ -75,4 +75,5 @@ def test_someone_elses_answer_a_question_or_a_missing_one_is_not_found(client, u
 
 def test_rating_needs_a_login_and_a_post(client, answer):
     assert rate(client, answer.pk, rating=1).status_code in (401, 403)
-    assert client.get(reverse("chat:feedback", args=[answer.pk])).status_code == 405
+    client.force_login(answer.conversation.user)
+    assert client.get(reverse("api_feedback", args=[answer.pk])).status_code == 405

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from chat.llm import CompletionStream, ModelConfigError, ProviderError, model_catalogue, parse_model_spec
+from llm.provider import CompletionStream, ModelConfigError, ProviderError, model_catalogue, parse_model_spec
 from tests.servers import free_port, start_devllm
 
 
@@ -141,7 +141,7 @@ def test_bad_model_specs_are_refused(spec):
 async def test_the_event_stream_is_read_across_any_split_of_its_bytes():
     """Chunks cut anywhere (inside a line, inside a UTF-8 character), CRLF or LF line ends, comments, and a
     last line without its newline: the same events, stopping at [DONE]."""
-    from chat.llm import _sse_chunks
+    from llm.provider import _sse_chunks
 
     events = [{"choices": [{"delta": {"content": text}}]} for text in ("Grüße ", "🙂", "done")]
     body = (

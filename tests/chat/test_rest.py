@@ -4,9 +4,9 @@
 import pytest
 from django.urls import reverse
 
-from aisaas.users import services as user_services
 from chat.models import Conversation
 from tests.factories import ConversationFactory, MessageFactory
+from users import services as user_services
 
 pytestmark = pytest.mark.django_db
 

@@ -83,26 +83,27 @@ def test_someone_elses_conversation_page_is_404_like_a_missing_one(client, user,
     assert client.get(reverse("chat:conversation", args=[theirs.pk + 999])).status_code == 404
 
 
+def conversation_url(conversation) -> str:
+    return f"/api/conversations/{conversation.pk}/"
+
+
 def test_rename_and_delete_my_conversation(client, user):
     conversation = ConversationFactory(user=user, title="Old")
     client.force_login(user)
-    response = client.post(
-        reverse("chat:rename", args=[conversation.pk]), {"title": "  New title "}, content_type="application/json"
-    )
-    assert response.json() == {"id": conversation.pk, "title": "New title"}
+    response = client.patch(conversation_url(conversation), {"title": "  New title "}, content_type="application/json")
+    assert response.json()["title"] == "New title" and response.json()["id"] == conversation.pk
     conversation.refresh_from_db()
     assert conversation.title == "New title"
 
-    response = client.post(reverse("chat:delete", args=[conversation.pk]), content_type="application/json")
-    assert response.json() == {"id": conversation.pk, "deleted": True}
+    assert client.delete(conversation_url(conversation)).status_code == 204
     assert not Conversation.objects.filter(pk=conversation.pk).exists()
 
 
-@pytest.mark.parametrize("action", ["chat:rename", "chat:delete"])
-def test_someone_elses_conversation_cannot_be_changed(client, user, other_user, action):
+@pytest.mark.parametrize("method", ["patch", "delete"])
+def test_someone_elses_conversation_cannot_be_changed(client, user, other_user, method):
     theirs = ConversationFactory(user=other_user, title="Theirs")
     client.force_login(user)
-    response = client.post(reverse(action, args=[theirs.pk]), {"title": "Mine now"}, content_type="application/json")
+    response = getattr(client, method)(conversation_url(theirs), {"title": "Mine now"}, content_type="application/json")
     assert response.status_code == 404
     assert response.json() == {"error": {"code": "not_found", "message": "Conversation not found."}}
     theirs.refresh_from_db()
@@ -116,20 +117,20 @@ def test_someone_elses_conversation_cannot_be_changed(client, user, other_user, 
 def test_bad_rename_bodies_get_a_clear_400(client, user, body, message):
     conversation = ConversationFactory(user=user)
     client.force_login(user)
-    response = client.post(reverse("chat:rename", args=[conversation.pk]), body, content_type="application/json")
+    response = client.patch(conversation_url(conversation), body, content_type="application/json")
     assert response.status_code == 400
     assert message in response.json()["error"]["message"]
 
 
-def test_conversation_endpoints_need_login_post_and_csrf(client, user):
+def test_conversation_endpoints_need_login_and_csrf(client, user):
     conversation = ConversationFactory(user=user)
-    url = reverse("chat:delete", args=[conversation.pk])
-    assert client.post(url).status_code == 401
-    client.force_login(user)
-    assert client.get(url).status_code == 405
+    url = conversation_url(conversation)
+    response = client.delete(url)
+    assert response.status_code == 401 and response.json()["error"]["code"] == "unauthenticated"
     csrf_client = type(client)(enforce_csrf_checks=True)
     csrf_client.force_login(user)
-    assert csrf_client.post(url).status_code == 403
+    response = csrf_client.delete(url)
+    assert response.status_code == 403 and response.json()["error"]["code"] == "forbidden"
     assert Conversation.objects.filter(pk=conversation.pk).exists()
 
 

@@ -11,7 +11,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def test_a_new_key_is_copied_with_one_click_and_is_the_key_that_works(page, browser_user, live_server_url):
-    from aisaas.users.services import api_key_authenticate
+    from users.services import api_key_authenticate
 
     page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server_url)
     sign_in(page, browser_user, PASSWORD)

@@ -63,7 +63,7 @@ def on_loop(function, /, *args, **kwargs):
     """An async service run from a sync test, on an event loop of its own, closing what it opened there (the
     gate's PostgreSQL pool and Redis client). The pool's connections see committed data only: tests that use
     this are transactional."""
-    from aisaas.db import loop_pool_close
+    from core.db import loop_pool_close
     from usage.limits import store_close
 
     async def run():

@@ -14,9 +14,9 @@ from django.db.models.functions import TruncDate
 from django.urls import reverse
 from django.utils import timezone
 
-from aisaas.errors import InvalidInput
 from chat.models import Feedback, Message
 from chat.services import content_purge
+from core.errors import InvalidInput
 from tests.factories import MessageFactory, UserFactory
 from tests.usage.conftest import answer, make_plan
 from usage import services

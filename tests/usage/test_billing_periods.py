@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import pytest
 from django.utils import timezone
 
-from aisaas.db import loop_execute
+from core.db import loop_execute
 from tests.usage.conftest import make_plan, on_loop
 from usage import selectors, services
 from usage.models import Plan, QuotaPeriod, UserPlan

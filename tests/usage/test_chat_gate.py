@@ -7,9 +7,9 @@ import psycopg
 import pytest
 from django.utils import timezone
 
-from aisaas.db import in_db_thread as database_sync_to_async
 from chat import services as chat_services
 from chat.models import Message
+from core.db import in_db_thread as database_sync_to_async
 from tests.chat.conftest import delta_text, open_socket, saved
 from tests.factories import UserFactory
 from tests.usage.conftest import make_plan

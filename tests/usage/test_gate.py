@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from django.utils import timezone
 
-from aisaas.db import in_db_thread
 from chat import services as chat_services
+from core.db import in_db_thread
 from tests.factories import UserFactory
 from tests.usage.conftest import make_plan
 from usage import limits, services

@@ -1,4 +1,4 @@
-"""A gate refusal over HTTP: the JSON error plus Retry-After and X-RateLimit-* (aisaas.middleware). The view
+"""A gate refusal over HTTP: the JSON error plus Retry-After and X-RateLimit-* (core.middleware). The view
 here is a stand-in for the HTTP API to come: it passes the real gate for the signed-in user."""
 
 from datetime import datetime

@@ -7,7 +7,7 @@ import pytest
 import redis.asyncio
 from django.conf import settings
 
-from aisaas.db import in_db_thread
+from core.db import in_db_thread
 from tests.usage.conftest import make_plan
 from usage import limits, prompt_cache, services
 

@@ -9,7 +9,7 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
-from aisaas.errors import ServiceUnavailable
+from core.errors import ServiceUnavailable
 from tests.factories import UserFactory
 from tests.usage.conftest import make_plan, on_loop
 from usage import selectors, services

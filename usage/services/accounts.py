@@ -5,7 +5,7 @@ from django.db import transaction
 from django.db.models import BigIntegerField, F, Value
 from django.utils import timezone
 
-from aisaas.errors import InvalidInput
+from core.errors import InvalidInput
 from usage.models import AccountAction, Plan, QuotaPeriod, UserPlan
 from usage.services.periods import quota_period_current
 from usage.services.plans import plan_change, user_plan_create

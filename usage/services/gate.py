@@ -1,7 +1,7 @@
 """The one gate in front of every paid call (a chat message, an edit, a regenerate, an API call, a cache hit):
 what it reads of the caller (gate_state, gate_state_for_api_key), then gate_admit: rate limits -> spend cap ->
 quota reservation -> prompt cache lookup, then moderation (moderate_or_release), all before anything is sent to
-the completion model. Async, on the event loop: its statements go through aisaas.db's loop pool, its scripts
+the completion model. Async, on the event loop: its statements go through core.db's loop pool, its scripts
 through usage.limits. Nothing about a caller is remembered between calls: a plan change, a suspension, a cap or
 the kill switch applies to the next call in every process."""
 
@@ -20,10 +20,9 @@ from django.db import DEFAULT_DB_ALIAS, connection
 from django.db.models.expressions import Col
 from django.utils import timezone
 
-from aisaas.db import LoopDatabaseError, db_datetime, in_db_thread, loop_execute, loop_fetchone
-from aisaas.errors import ServiceUnavailable
-from aisaas.users.models import ApiKey, User
-from chat.llm import moderation_categories
+from core.db import LoopDatabaseError, db_datetime, in_db_thread, loop_execute, loop_fetchone
+from core.errors import ServiceUnavailable
+from llm.provider import moderation_categories
 from usage import limits, prompt_cache
 from usage.errors import AccountSuspended, ContentFlagged, LimitReached
 from usage.models import ModerationEvent, Plan, QuotaPeriod
@@ -36,6 +35,7 @@ from usage.services.periods import (
 from usage.services.plans import user_plan_create
 from usage.services.spend import spend_cap_reached, spend_check
 from usage.tokens import prompt_tokens_upper_bound
+from users.models import ApiKey, User
 
 logger = logging.getLogger(__name__)
 

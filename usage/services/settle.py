@@ -9,8 +9,8 @@ from decimal import Decimal
 from django.conf import settings
 from django.utils import timezone
 
-from aisaas.db import in_db_thread, loop_fetchone
-from chat.llm import model_catalogue
+from core.db import in_db_thread, loop_fetchone
+from llm.provider import model_catalogue
 from usage import limits, prompt_cache
 from usage.models import QuotaPeriod, SpendDay
 from usage.selectors import quota_meter, quota_meter_of
@@ -188,7 +188,7 @@ async def usage_settle(
 ) -> Settlement:
     """Account for one provider call (or cache hit) exactly once (I2): the usage record, the period's quota
     moved from reserved to used at the actual amount, the day's spend and the analytics rollup, all or none, in
-    one statement on the event loop's pool (aisaas.db). `together_with`: a statement of the caller's (SQL,
+    one statement on the event loop's pool (core.db). `together_with`: a statement of the caller's (SQL,
     params) committed with them, all or none (the answer's UPDATE: chat.services.turn_finish_statement).
 
     And what the settlement changes in Redis, sent alongside the statement: the tokens/day limit keeps what was

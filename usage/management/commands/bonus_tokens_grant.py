@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
-from aisaas.users.management.commands._operator import refusals_as_errors, staff_by_email, user_by_email
 from usage.services import bonus_tokens_grant
+from users.management.commands._operator import refusals_as_errors, staff_by_email, user_by_email
 
 
 class Command(BaseCommand):

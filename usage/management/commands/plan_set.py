@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from aisaas.users.management.commands._operator import refusals_as_errors, staff_by_email, user_by_email
 from usage.models import Plan
 from usage.services import plan_change_by_staff
+from users.management.commands._operator import refusals_as_errors, staff_by_email, user_by_email
 
 
 class Command(BaseCommand):

@@ -2,8 +2,8 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from aisaas.users.management.commands._operator import user_by_email
 from usage.selectors import account_summary
+from users.management.commands._operator import user_by_email
 
 
 class Command(BaseCommand):

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from aisaas.users.models import User
-from aisaas.users.services import user_create_verified
+from users.models import User
+from users.services import user_create_verified
 
 
 class Command(BaseCommand):

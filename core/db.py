@@ -50,16 +50,16 @@ def db_datetime(value: datetime) -> datetime:
 
 
 # The usage gate and the settlement run before and after every paid call, and they query from the event loop
-# itself rather than through in_db_thread: a thread hop costs ~1 ms before the thread even runs, and the thread
-# then waits for the interpreter lock while the loop works on the moderation request sent alongside
+# itself rather than through in_db_thread: a thread hop costs more than the statement before the thread even
+# runs, and the thread then waits for the interpreter lock while the loop works on other requests
 # (docs/performance.md). On the loop, the gate's waits for PostgreSQL and Redis overlap that work instead.
 LoopDatabaseError = psycopg.Error
 
 # One pool per event loop: psycopg's async connections belong to the loop they were opened on (a server has one
 # loop; the tests run a loop per test).
 _loop_pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncConnectionPool]" = weakref.WeakKeyDictionary()
-# How long a statement waits for a connection: far longer than a burst's queue (a statement takes ~0.3 ms), short
-# enough that a paid call is refused promptly while PostgreSQL cannot be reached (I8).
+# How long a statement waits for a connection: far longer than a burst's queue (a statement takes well under a
+# millisecond), short enough that a paid call is refused promptly while PostgreSQL cannot be reached (I8).
 LOOP_CONNECTION_WAIT_SECONDS = 3.0
 
 

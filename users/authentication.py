@@ -3,8 +3,8 @@
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
-from aisaas.users.models import ApiKey
-from aisaas.users.services import api_key_authenticate, bearer_token
+from users.models import ApiKey
+from users.services import api_key_authenticate, bearer_token
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -24,7 +24,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
     """How the OpenAPI schema describes API key authentication."""
 
-    target_class = "aisaas.users.authentication.ApiKeyAuthentication"
+    target_class = "users.authentication.ApiKeyAuthentication"
     name = "apiKey"
 
     def get_security_definition(self, auto_schema):

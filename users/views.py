@@ -5,9 +5,9 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from aisaas.errors import ApplicationError
-from aisaas.users import services
-from aisaas.users.models import ApiKey
+from core.errors import ApplicationError
+from users import services
+from users.models import ApiKey
 
 
 @login_required

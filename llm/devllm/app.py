@@ -10,7 +10,7 @@ import hashlib
 import json
 import time
 
-from aisaas.devllm.behaviour import (
+from llm.devllm.behaviour import (
     Behaviour,
     answer_tokens,
     cut_at_stop,

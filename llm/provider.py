@@ -221,9 +221,9 @@ class CompletionStream:
     async def _open(self, provider: Provider, model: str) -> AsyncIterator[httpx2.Response]:
         """The SDK sends the request (auth, base URL, timeouts, retries, HTTP errors as its exceptions) through
         its low-level `post`, which takes the body as it is: the typed `chat.completions.create` first walks
-        the messages against the parameter types, ~13 % of the web process's event loop at 50 streams. The
-        event stream is parsed in _sse_chunks, which costs a few microseconds a chunk where the SDK's typed
-        chunks cost ~140 (docs/performance.md)."""
+        the messages against the parameter types, a large share of the event loop's work at 50 streams. The
+        event stream is parsed in _sse_chunks, for a small fraction of what the SDK's typed chunks cost
+        (docs/performance.md)."""
         response = await client_for(provider).post(
             "/chat/completions",
             body={
@@ -305,7 +305,8 @@ class CachedStream:
 
 async def moderation_categories(text: str) -> list[str] | None:
     """The categories the provider's moderation model flags in `text`, or None if it is not flagged.
-    The SDK sends the request; the JSON is read directly (its typed result costs ~0.3 ms a call)."""
+    The SDK sends the request; the JSON is read directly (its typed result costs more than the rest of the
+    call's own work)."""
     response = await client_for(primary_provider()).post(
         "/moderations", body={"input": text, "model": settings.MODERATION_MODEL}, cast_to=httpx2.Response
     )

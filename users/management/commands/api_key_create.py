@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
-from aisaas.users.management.commands._operator import refusals_as_errors, user_by_email
-from aisaas.users.services import api_key_create
+from users.management.commands._operator import refusals_as_errors, user_by_email
+from users.services import api_key_create
 
 
 class Command(BaseCommand):

@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from aisaas.users.management.commands._operator import refusals_as_errors, user_by_email
-from aisaas.users.models import ApiKey
-from aisaas.users.services import api_key_revoke
+from users.management.commands._operator import refusals_as_errors, user_by_email
+from users.models import ApiKey
+from users.services import api_key_revoke
 
 
 class Command(BaseCommand):

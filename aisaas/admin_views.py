@@ -1,5 +1,6 @@
-"""Staff pages in the admin: token analytics, one user's analytics, and the audited account actions. Thin:
-the reads are usage.analytics, the writes usage.services.accounts."""
+"""Staff pages in the admin: token analytics, one user's analytics, and the audited account actions. They show
+what several apps know (usage, the chat's feedback, billing's subscription), so they live above them all. Thin:
+the reads are usage.analytics and chat.analytics, the writes usage.services.accounts."""
 
 import csv
 from datetime import timedelta
@@ -14,7 +15,10 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from aisaas.errors import InvalidInput
+from billing.services import subscription_current
+from billing.stripe_api import billing_enabled
+from chat import analytics as chat_analytics
+from core.errors import InvalidInput
 from usage import analytics, services
 from usage.models import AccountAction, Plan
 
@@ -27,8 +31,8 @@ def token_analytics(request, *, admin_site):
     heaviest = page["heaviest"]
     page.update(
         charts=analytics.day_charts(page["days"]),
-        satisfaction=analytics.satisfaction_by_model(scope),
-        satisfaction_by_user=analytics.satisfaction_by_user(scope, [row["user_id"] for row in heaviest]),
+        satisfaction=chat_analytics.satisfaction_by_model(scope),
+        satisfaction_by_user=chat_analytics.satisfaction_by_user(scope, [row["user_id"] for row in heaviest]),
     )
     if request.GET.get("format") == "csv":
         return _csv(page)
@@ -88,6 +92,7 @@ def user_analytics(request, user_id: int):
         {
             **admin.site.each_context(request),
             **overview,
+            **chat_analytics.feedback_overview(user),
             "title": f"Token analytics: {user.email}",
             "subject": user,
             "subscription": _subscription_status(user),
@@ -99,9 +104,6 @@ def user_analytics(request, user_id: int):
 
 
 def _subscription_status(user) -> str:
-    from billing.services import subscription_current
-    from billing.stripe_api import billing_enabled
-
     if not billing_enabled():
         return "billing not configured"
     subscription = subscription_current(user=user)

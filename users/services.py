@@ -6,8 +6,8 @@ from allauth.account.models import EmailAddress
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from aisaas.errors import Conflict, InvalidInput, NotFound
-from aisaas.users.models import ApiKey, User
+from core.errors import Conflict, InvalidInput, NotFound
+from users.models import ApiKey, User
 
 
 @transaction.atomic

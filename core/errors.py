@@ -1,5 +1,5 @@
 """The one family of errors a user may see. Services raise these; views and consumers translate them in one
-place each (aisaas.middleware for HTTP, chat.consumers for the websocket). The message is written for the
+place each (core.middleware for HTTP, chat.consumers for the websocket). The message is written for the
 user: never a stack trace, a secret or an internal identifier."""
 
 

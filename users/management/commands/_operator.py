@@ -5,8 +5,8 @@ import contextlib
 
 from django.core.management.base import CommandError
 
-from aisaas.errors import ApplicationError
-from aisaas.users.models import User
+from core.errors import ApplicationError
+from users.models import User
 
 
 def user_by_email(email: str) -> User:

@@ -1,15 +1,15 @@
-"""python -m aisaas.devllm [--port 8001] [--tokens 40] [--interval-ms 20] [--ttft-ms 100] [--fault none]"""
+"""python -m llm.devllm [--port 8001] [--tokens 40] [--interval-ms 20] [--ttft-ms 100] [--fault none]"""
 
 import argparse
 
 import uvicorn
 
-from aisaas.devllm.app import make_app
-from aisaas.devllm.behaviour import FAULTS, Behaviour
+from llm.devllm.app import make_app
+from llm.devllm.behaviour import FAULTS, Behaviour
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m aisaas.devllm", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m llm.devllm", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--tokens", type=int, default=Behaviour.tokens, help="answer length in tokens")

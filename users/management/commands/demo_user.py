@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from aisaas.users.services import user_create_verified
+from users.services import user_create_verified
 
 DEMO_EMAIL = "demo@example.com"
 # Published in the README on purpose: it exists only in the embedded default (the command refuses otherwise).
