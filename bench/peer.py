@@ -125,6 +125,7 @@ def start_litellm(*, devllm: Server, keys: list[str], redis_url: str) -> tuple[S
         ],
         "litellm_settings": {"enable_post_custom_auth_checks": True, "drop_params": True},
         "general_settings": {
+            "master_key": f"sk-{secrets.token_hex(32)}",  # it refuses to start without one; never used here
             "custom_auth": "bench_auth.user_api_key_auth",
             "custom_auth_run_common_checks": True,
             "coordination_redis": {"url": redis_url},
@@ -288,7 +289,7 @@ def print_round(number: int, figures: dict, ratio: dict) -> None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="whole runs; the ratios reported are their median")
-    parser.add_argument("--streams", type=int, default=100, help="streams per path per concurrency level a round")
+    parser.add_argument("--streams", type=int, default=60, help="streams per path per concurrency level a round")
     parser.add_argument("--requests", type=int, default=1000, help="requests per gateway in the throughput run")
     parser.add_argument("--json", type=Path, help="also write every round's figures here")
     args = parser.parse_args()

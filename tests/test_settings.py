@@ -129,3 +129,11 @@ def test_social_logins_are_switched_on_by_environment_variables():
         "sorted(s.SOCIALACCOUNT_PROVIDERS)", GITHUB_OAUTH_CLIENT_ID="id", GITHUB_OAUTH_SECRET="s", **SERVICES
     )
     assert switched_on == ["['github']"]
+
+
+def test_prepared_statements_follow_the_database_settings():
+    """Behind a transaction-mode pgbouncer nothing may be prepared (DB_PREPARE_THRESHOLD=0): the ORM's connections
+    and the gate's pool take their parameters from these OPTIONS (tests/test_loop_database.py)."""
+    options = "repr(sorted(s.DATABASES['default']['OPTIONS'].items())).replace(' ', '')"
+    assert settings_of(options, **SERVICES) == ["[('prepare_threshold',5),('server_side_binding',True)]"]
+    assert settings_of(options, DB_PREPARE_THRESHOLD="0", **SERVICES) == ["[('prepare_threshold',None)]"]
