@@ -30,20 +30,15 @@ from tests.servers import start_daphne, start_devllm  # noqa: E402
 # (label, from, to): the stages of one request, between the marks bench/timeline_app.py records.
 STAGES = [
     ("our server receives the request or frame", "client_sent", "arrived"),
-    ("to the gate's database hop", "arrived", "hop_called"),
-    ("the hop's thread starts", "hop_called", "gate_thread_start"),
-    ("the gate thread (wall; its steps below)", "gate_thread_start", "gate_thread_end"),
-    ("back on the event loop", "gate_thread_end", "hop_back"),
-    ("to the gate on the event loop (PostgreSQL)", "arrived", "gate_loop_start"),
+    ("to the gate on the event loop", "arrived", "gate_loop_start"),
     ("the gate on the event loop (wall; its steps below)", "gate_loop_start", "gate_loop_end"),
     ("moderation sent, after arrival", "arrived", "moderation_start"),
     ("moderation call (wall)", "moderation_start", "moderation_end"),
-    ("the provider's first content, after the hop (its TTFT: 100 ms)", "hop_back", "first_content"),
     ("the provider's first content, after the gate (its TTFT: 100 ms)", "gate_loop_end", "first_content"),
     ("first content handed to daphne", "first_content", "first_content_sent"),
     ("first content reaches the client", "first_content_sent", "client_first_content"),
 ]
-STEPS = ["gate_thread", "gate_loop", "gate_query", "gate_read", "limits", "reservation"]
+STEPS = ["gate_loop", "gate_read", "limits", "reservation"]
 
 
 async def measure(args, web, devllm, cookie: str, key: str) -> tuple[list[float], list[tuple[float, float]]]:
@@ -142,9 +137,6 @@ def main():
         f"  {'garbage collections per request (p50 count, time)':<64} {p50(collections):8.0f}    "
         f"{p50(gc_ms):.2f} ms (max {max(gc_ms):.2f} ms)"
     )
-    loop_cpu = [row["loop_during_hop_cpu_ms"] for row in rows if "loop_during_hop_cpu_ms" in row]
-    if loop_cpu:
-        print(f"  {'event loop CPU while the gate thread ran':<64} {p50(loop_cpu):8.2f} ms")
     for step in STEPS:
         if any(f"{step}_ms" in row for row in rows):
             wall = p50([row[f"{step}_ms"] for row in rows if f"{step}_ms" in row])

@@ -32,22 +32,6 @@ def _write() -> None:
     _marks.clear()
 
 
-def _timed(func, label: str):
-    """`func` (sync) recording when it starts and ends, and its wall and CPU time, as `label`."""
-
-    def timed(*args, **kwargs):
-        _mark(f"{label}_start")
-        started, cpu = time.monotonic(), time.thread_time()
-        try:
-            return func(*args, **kwargs)
-        finally:
-            _marks[f"{label}_ms"] = (time.monotonic() - started) * 1000
-            _marks[f"{label}_cpu_ms"] = (time.thread_time() - cpu) * 1000
-            _mark(f"{label}_end")
-
-    return timed
-
-
 def _timed_on_loop(func, label: str):
     """`func` (async) recording when it starts and ends, and its wall time, as `label` (no CPU time: on the
     event loop other requests' work runs in between)."""
@@ -62,23 +46,6 @@ def _timed_on_loop(func, label: str):
             _mark(f"{label}_end")
 
     return timed
-
-
-def _traced_db_hop(func):
-    """gate.in_db_thread with marks: when the hop is called, when its thread starts and ends, when it is back."""
-    hop = _in_db_thread(_timed(func, "gate_thread"))
-
-    async def traced(*args, **kwargs):
-        _mark("hop_called")
-        loop_cpu = time.thread_time()
-        try:
-            return await hop(*args, **kwargs)
-        finally:
-            _mark("hop_back")
-            # What the event loop's thread ran meanwhile (moderation, frames): it competes for the GIL.
-            _marks.setdefault("loop_during_hop_cpu_ms", (time.thread_time() - loop_cpu) * 1000)
-
-    return traced
 
 
 async def _traced_moderation(text: str):
@@ -103,8 +70,8 @@ def _gc_timed(phase: str, info: dict) -> None:
 
 
 gc.callbacks.append(_gc_timed)
-_in_db_thread, _moderation_categories = gate.in_db_thread, gate.moderation_categories
-gate.in_db_thread, gate.moderation_categories = _traced_db_hop, _traced_moderation
+_moderation_categories = gate.moderation_categories
+gate.moderation_categories = _traced_moderation
 # The gate, on the event loop.
 chat_services.turn_plan = _timed_on_loop(chat_services.turn_plan, "gate_loop")
 completions.completion_admit = _timed_on_loop(completions.completion_admit, "gate_loop")

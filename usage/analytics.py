@@ -165,11 +165,10 @@ def _heaviest_users(scope: Scope, limit: int) -> tuple[list[dict], int]:
         .select_related("user_plan__plan")
     }
     for row in rows:
-        # Raw sums: PostgreSQL gives numeric (Decimal) for sums of integers, SQLite floats for sums of decimals.
+        # Raw sums: PostgreSQL gives numeric (Decimal) for sums of integers.
         for name in ("prompt_tokens", "completion_tokens", "requests"):
             row[name] = int(row[name])
         row["tokens"] = row["prompt_tokens"] + row["completion_tokens"]
-        row["cost"] = Decimal(str(row["cost"]))
         user = users.get(row["user_id"])
         row["email"] = user.email if user else "(deleted)"
         user_plan = getattr(user, "user_plan", None) if user else None
