@@ -300,6 +300,8 @@ EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="aisaas <noreply@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 ADMINS = [("Staff", address) for address in env.list("ADMIN_EMAILS", default=[])]
+# Error reports (the e-mails to ADMINS, the debug page) mask every setting that may carry a credential.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "core.errors.CredentialMaskingReporterFilter"
 
 # ------------------------------------------------------------------------------------------------------------
 # Security
@@ -308,6 +310,12 @@ SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# How many reverse proxies of ours stand in front of daphne, each appending the address it got the request from
+# to X-Forwarded-For. The client's address is then the entry that many places from the right; anything left of
+# it was sent by the client and may be forged. The login and sign-up limits key on that address. 0: no proxy,
+# X-Forwarded-For is ignored and the connection's own address is the client's.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+ALLAUTH_TRUSTED_PROXY_COUNT = TRUSTED_PROXY_COUNT
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = not DEBUG

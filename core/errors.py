@@ -2,6 +2,10 @@
 place each (core.middleware for HTTP, chat.consumers for the websocket). The message is written for the
 user: never a stack trace, a secret or an internal identifier."""
 
+import re
+
+from django.views.debug import SafeExceptionReporterFilter
+
 
 class ApplicationError(Exception):
     code = "error"
@@ -44,3 +48,24 @@ class ServiceUnavailable(ApplicationError):
     code = "unavailable"
     http_status = 503
     default_message = "The service is temporarily unavailable. Please try again."
+
+
+class CredentialMaskingReporterFilter(SafeExceptionReporterFilter):
+    """Django's filter for error reports, which masks settings named like API_KEY, TOKEN, SECRET or PASSWORD,
+    also masking the ones that carry a credential inside a value: service URLs (user:password@host), and the
+    settings built from them; and form fields named like them, whether or not the view marked them sensitive."""
+
+    hidden_settings = re.compile(
+        r"API|TOKEN|KEY|SECRET|PASS|SIGNATURE|HTTP_COOKIE|_URL$|DSN|DATABASES|CACHES|CHANNEL_LAYERS|BROKER",
+        flags=re.IGNORECASE,
+    )
+
+    def get_post_parameters(self, request):
+        parameters = super().get_post_parameters(request)
+        if request is None or not parameters:
+            return parameters
+        cleansed = parameters.copy()
+        for name in cleansed:
+            if self.hidden_settings.search(name):
+                cleansed[name] = self.cleansed_substitute
+        return cleansed

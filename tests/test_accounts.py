@@ -86,3 +86,28 @@ def test_configured_social_login_appears_on_the_sign_in_page(client, settings):
     settings.SOCIALACCOUNT_PROVIDERS = {"github": {"APP": {"client_id": "id", "secret": "s"}}}
     html = client.get(reverse("account_login")).content.decode()
     assert "GitHub" in html and "/accounts/github/login/" in html
+
+
+def test_failed_logins_are_limited_by_the_real_address_behind_our_proxy(client, settings):
+    """With one proxy of ours, the client's address is the rightmost X-Forwarded-For entry: a client that forges
+    the entries left of it (a new address each time) is still limited by its real one."""
+    settings.TRUSTED_PROXY_COUNT = settings.ALLAUTH_TRUSTED_PROXY_COUNT = 1
+    targets = [UserFactory() for _ in range(12)]  # a new account each time: the per-account limit never applies
+    pages = [
+        client.post(
+            reverse("account_login"),
+            {"login": target.email, "password": "wrong-password"},
+            HTTP_X_FORWARDED_FOR=f"198.51.100.{number}, 203.0.113.7",
+        ).content.decode()
+        for number, target in enumerate(targets)
+    ]
+
+    assert "Too many failed login attempts" not in pages[0]
+    assert "Too many failed login attempts" in pages[-1]  # login_failed: 10 a minute per address
+
+    other = client.post(
+        reverse("account_login"),
+        {"login": targets[0].email, "password": "wrong-password"},
+        HTTP_X_FORWARDED_FOR="203.0.113.7, 203.0.113.8",  # another client, whatever it claims before its address
+    )
+    assert "Too many failed login attempts" not in other.content.decode()
