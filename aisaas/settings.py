@@ -230,6 +230,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "billing.tasks.report_usage",
         "schedule": 60.0,
     },
+    "billing-purge-webhook-events": {
+        "task": "billing.tasks.purge_webhook_events",
+        "schedule": crontab(hour=4, minute=10),
+    },
     "billing-enforce-past-due-grace": {
         "task": "billing.tasks.enforce_past_due_grace",
         "schedule": crontab(minute=15),
@@ -445,3 +449,5 @@ SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
 STRIPE_METER_EVENT_NAME = env.str("STRIPE_METER_EVENT_NAME", default="aisaas_tokens")
 # A subscription that is past_due keeps its plan this long after its period ended, then falls back to free.
 BILLING_PAST_DUE_GRACE_DAYS = env.int("BILLING_PAST_DUE_GRACE_DAYS", default=7)
+# Raw webhook deliveries (headers and body, for staff to look into or reprocess) are deleted after this many days.
+BILLING_WEBHOOK_RETENTION_DAYS = env.int("BILLING_WEBHOOK_RETENTION_DAYS", default=30)

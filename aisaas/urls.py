@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from rest_framework.routers import SimpleRouter
 
 from aisaas import views
+from billing.views import StripeWebhookView
 from chat.rest import ConversationViewSet, FeedbackView
 from usage.rest import CurrentUsage
 from users import views as user_views
@@ -20,7 +21,9 @@ urlpatterns = [
     path("chat/", include("chat.urls")),
     path("usage/", include("usage.urls")),
     path("", include("billing.urls")),
-    # Stripe's webhooks: /stripe/webhook/<uuid>/ (dj-stripe's view; the endpoint's secret is in its admin).
+    # Stripe's webhooks: /stripe/webhook/<uuid>/ (dj-stripe's view, refusing before it stores anything; the
+    # endpoint's secret is in its admin).
+    path("stripe/webhook/<uuid:uuid>/", StripeWebhookView.as_view(), name="stripe_webhook"),
     path("stripe/", include("djstripe.urls", namespace="djstripe")),
     path("admin/", admin.site.urls),
     # The OpenAI-compatible API (everything under /v1/) is served beside Django: aisaas/asgi.py.

@@ -13,7 +13,7 @@ import stripe
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from djstripe.models import Customer, Subscription
+from djstripe.models import Customer, Subscription, WebhookEventTrigger
 
 from billing.stripe_api import client, metered_lookup_key
 from usage.models import Plan, QuotaPeriod, UserPlan
@@ -180,6 +180,15 @@ def past_due_grace_enforce(*, now: datetime | None = None) -> int:
                 user.pk,
             )
     return changed
+
+
+def webhook_events_purge(*, now: datetime | None = None) -> int:
+    """Delete the raw webhook deliveries (dj-stripe's WebhookEventTrigger: headers and body as Stripe sent them)
+    older than BILLING_WEBHOOK_RETENTION_DAYS: kept that long so staff can look into or reprocess one. What the
+    events did (subscriptions, plans, the Event rows) stays. Safe to run twice."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.BILLING_WEBHOOK_RETENTION_DAYS)
+    deleted, _ = WebhookEventTrigger.objects.filter(created__lt=cutoff).delete()
+    return deleted
 
 
 def stripe_error_message(error: stripe.StripeError) -> str:

@@ -51,3 +51,11 @@ def notify_trial_ending(*, user_id: int, trial_end: int | None) -> None:
 
     ends = datetime.fromtimestamp(trial_end, UTC) if trial_end else None
     _mail(user_id, "trial_ending", {"trial_end": ends})
+
+
+@shared_task(autoretry_for=(Exception,), retry_backoff=True, max_retries=3, soft_time_limit=240, time_limit=300)
+def purge_webhook_events() -> int:
+    """Daily: delete the raw webhook deliveries older than BILLING_WEBHOOK_RETENTION_DAYS."""
+    from billing.services import webhook_events_purge
+
+    return webhook_events_purge()

@@ -5,9 +5,13 @@ import logging
 import stripe
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
+from djstripe.models import WebhookEndpoint, WebhookEventTrigger
+from djstripe.settings import djstripe_settings
+from djstripe.views import ProcessWebhookView
 
 from billing import selectors as billing_selectors
 from billing import services
@@ -111,3 +115,25 @@ def portal(request):
         refused_to="billing:pricing",
         what="Billing portal",
     )
+
+
+class StripeWebhookView(ProcessWebhookView):
+    """dj-stripe's webhook view (signature on the raw body, each event processed once), which stores every
+    delivery it is given, refused or not: an unauthenticated write. Here a delivery is checked first, by
+    dj-stripe's own validation on a trigger that is not saved, and one that does not pass (a wrong secret, a
+    tampered body, a stale timestamp, a garbage header, a body that is not an event) is answered 400 with
+    nothing stored."""
+
+    def post(self, request, uuid):
+        endpoint = get_object_or_404(WebhookEndpoint, djstripe_uuid=uuid)
+        unsaved = WebhookEventTrigger(
+            headers=dict(request.headers), body=request.body.decode(errors="replace"), webhook_endpoint=endpoint
+        )
+        account = endpoint.djstripe_owner_account
+        api_key = (account.default_api_key if account else None) or djstripe_settings.get_default_api_key(
+            endpoint.livemode
+        )  # as dj-stripe's own view finds it
+        if not unsaved.validate(api_key=api_key, secret=endpoint.secret):
+            logger.warning("Refused a Stripe webhook delivery to endpoint %s: it did not validate", endpoint.id)
+            return HttpResponseBadRequest()
+        return super().post(request, uuid)

@@ -2,15 +2,18 @@
 out-of-order events; what each subscription state means for the user's plan and periods."""
 
 import json
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
+import stripe
 from django.core import mail
 from django.test import Client
 from django.utils import timezone
-from djstripe.models import Event, Subscription
+from djstripe.models import Event, Subscription, WebhookEventTrigger
 
 from tests.billing.conftest import now_ts
+from tests.fake_stripe import WEBHOOK_SECRET, sign
 from tests.usage.conftest import race
 from usage.models import Plan, QuotaPeriod, UserPlan
 
@@ -185,8 +188,15 @@ def test_a_bad_or_missing_signature_is_refused_and_changes_nothing(user, fake_st
     assert deliver(event, secret="whsec_someone_else").status_code == 400
     assert deliver(event, signature="").status_code == 400
     assert deliver(event, signature="t=1,v1=deadbeef").status_code == 400
+    assert deliver(event, signature="garbage, not a signature header").status_code == 400
+    an_hour_ago = int(time.time()) - 3600  # a replay: signed rightly, but long ago
+    stale = stripe.WebhookSignature.generate_signature_header(json.dumps(event), WEBHOOK_SECRET, an_hour_ago)
+    assert deliver(event, signature=stale).status_code == 400
+    tampered = json.dumps({**event, "livemode": not event["livemode"]})
+    assert deliver(tampered, signature=sign(json.dumps(event))).status_code == 400
 
     assert not Event.objects.exists()
+    assert not WebhookEventTrigger.objects.exists()  # nothing stored for a refused delivery
     assert plan_of(user) == "free"
 
 
@@ -194,7 +204,7 @@ def test_a_bad_or_missing_signature_is_refused_and_changes_nothing(user, fake_st
 def test_malformed_json_is_refused(fake_stripe, deliver):
     assert deliver("{not json").status_code == 400
     assert deliver(json.dumps([1, 2])).status_code == 400
-    assert not Event.objects.exists()
+    assert not Event.objects.exists() and not WebhookEventTrigger.objects.exists()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -230,3 +240,21 @@ def test_a_subscription_of_a_customer_with_no_user_is_acknowledged_and_changes_n
 
     assert deliver(fake_stripe.event("customer.subscription.created", subscription)).status_code == 200
     assert set(UserPlan.objects.values_list("plan__slug", flat=True)) == {"free"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_accepted_raw_events_are_kept_for_the_retention_period_then_purged(user, fake_stripe, subscribe, deliver,
+                                                                          settings):  # fmt: skip
+    from billing.tasks import purge_webhook_events
+
+    settings.BILLING_WEBHOOK_RETENTION_DAYS = 30
+    assert deliver(fake_stripe.event("customer.subscription.created", subscribe())).status_code == 200
+    assert deliver(fake_stripe.event("some.future.event", {"id": "obj_1", "object": "mystery"})).status_code == 200
+    old, recent = WebhookEventTrigger.objects.order_by("id")
+    WebhookEventTrigger.objects.filter(pk=old.pk).update(created=timezone.now() - timedelta(days=31))
+
+    assert purge_webhook_events.apply().get() == 1
+    assert purge_webhook_events.apply().get() == 0  # safe to run twice
+
+    assert list(WebhookEventTrigger.objects.values_list("pk", flat=True)) == [recent.pk]
+    assert plan_of(user) == "pro"  # what the events did stays
