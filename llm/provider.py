@@ -126,11 +126,23 @@ class ProviderError(Exception):
 
 
 def _provider_error(error: Exception) -> ProviderError:
+    if _connection_failed(error):
+        return ProviderError("provider_unavailable", "The model cannot be reached right now.")
     if isinstance(error, openai.APITimeoutError | httpx2.TimeoutException):
         return ProviderError("provider_timeout", "The model took too long to answer.")
     if isinstance(error, openai.RateLimitError):
         return ProviderError("provider_busy", "The model is busy right now.")
     return ProviderError("provider_error", "The model failed to answer.")
+
+
+def _connection_failed(error: BaseException) -> bool:
+    """Whether the provider could not be connected to (refused, reset, unreachable). The SDK's aiohttp transport
+    reports a refused connection as a connect timeout, so the causes are what tell."""
+    while error is not None:
+        if isinstance(error, ConnectionError | httpx2.ConnectError):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 _END = object()
@@ -304,10 +316,23 @@ class CachedStream:
 
 
 async def moderation_categories(text: str) -> list[str] | None:
-    """The categories the provider's moderation model flags in `text`, or None if it is not flagged.
-    The SDK sends the request; the JSON is read directly (its typed result costs more than the rest of the
-    call's own work)."""
-    response = await client_for(primary_provider()).post(
+    """The categories the provider's moderation model flags in `text`, or None if it is not flagged. The primary
+    provider is asked, and the fallback (if configured) when the primary fails, as for completions; if both fail
+    the last failure is raised. The SDK sends the request; the JSON is read directly (its typed result costs more
+    than the rest of the call's own work)."""
+    providers = [primary_provider(), *filter(None, [fallback_provider()])]
+    for position, provider in enumerate(providers):
+        try:
+            return await _moderation_of(provider, text)
+        except (openai.OpenAIError, httpx2.HTTPError, ValueError, KeyError, TypeError, IndexError) as error:
+            if position == len(providers) - 1:
+                raise
+            logger.warning("Moderation on the %s provider failed (%s); trying the next", provider.name,
+                           type(error).__name__)  # fmt: skip
+
+
+async def _moderation_of(provider: Provider, text: str) -> list[str] | None:
+    response = await client_for(provider).post(
         "/moderations", body={"input": text, "model": settings.MODERATION_MODEL}, cast_to=httpx2.Response
     )
     result = response.json()["results"][0]

@@ -4,9 +4,17 @@ import asyncio
 import json
 from decimal import Decimal
 
+import openai
 import pytest
 
-from llm.provider import CompletionStream, ModelConfigError, ProviderError, model_catalogue, parse_model_spec
+from llm.provider import (
+    CompletionStream,
+    ModelConfigError,
+    ProviderError,
+    model_catalogue,
+    moderation_categories,
+    parse_model_spec,
+)
 from tests.servers import free_port, start_devllm
 
 
@@ -163,3 +171,30 @@ async def test_the_event_stream_is_read_across_any_split_of_its_bytes():
 
     for size in (1, 3, 7, len(body)):
         assert [chunk async for chunk in _sse_chunks(Response(size))] == events
+
+
+async def test_an_unreachable_provider_is_reported_as_unavailable_not_as_a_timeout(settings):
+    settings.LLM_BASE_URL = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens: the connection is refused
+
+    with pytest.raises(ProviderError) as raised:
+        await collect(stream())
+
+    assert raised.value.code == "provider_unavailable"
+
+
+async def test_moderation_uses_the_fallback_when_the_primary_cannot_be_reached(settings, devllm):
+    settings.LLM_BASE_URL = f"http://127.0.0.1:{free_port()}/v1"
+    settings.LLM_FALLBACK_BASE_URL = f"{devllm.url}/v1"
+    settings.LLM_FALLBACK_MODEL = "demo-large:2.50:10.00"
+
+    assert await moderation_categories("a harmless question") is None
+    assert await moderation_categories("flag-me:violence") == ["violence"]
+
+
+async def test_moderation_without_a_reachable_provider_fails(settings):
+    settings.LLM_BASE_URL = f"http://127.0.0.1:{free_port()}/v1"
+    settings.LLM_FALLBACK_BASE_URL = f"http://127.0.0.1:{free_port()}/v1"
+    settings.LLM_FALLBACK_MODEL = "demo-large:2.50:10.00"
+
+    with pytest.raises(openai.APIConnectionError):
+        await moderation_categories("a harmless question")
