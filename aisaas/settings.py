@@ -394,7 +394,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "core.api.Pagination",
+    "DEFAULT_PARSER_CLASSES": ["core.text.NestingSafeJSONParser"],
     "EXCEPTION_HANDLER": "core.api.exception_handler",
     "PAGE_SIZE": 50,
 }

@@ -22,6 +22,7 @@ from chat import completions
 from core.db import in_db_thread
 from core.errors import ApplicationError, InvalidInput
 from core.middleware import limit_headers, rate_limit_headers
+from core.text import json_parsed
 from llm.provider import ProviderError
 from users.services import bearer_token
 
@@ -128,7 +129,7 @@ async def chat_completions(token: str, body: bytes, send) -> Response | None:
     """POST /v1/chat/completions. Returns the response to send, or None once it streamed its answer."""
     try:
         try:
-            request = completions.completion_request_parse(json.loads(body))
+            request = completions.completion_request_parse(json_parsed(body))
         except (ValueError, UnicodeDecodeError, ApplicationError) as error:
             # A bad key is told so first, whatever it sent; otherwise the key is checked with the gate.
             await in_db_thread(completions.api_key_of)(token)

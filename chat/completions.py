@@ -74,6 +74,14 @@ class CompletionRequest:
     sampling: dict  # the other sampling parameters, passed on to the provider as they came (_sampling)
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _invalid(message: str, param: str) -> InvalidInput:
     return InvalidInput(message, code="invalid_request", param=param)
 
@@ -111,7 +119,12 @@ def completion_request_parse(body) -> CompletionRequest:
             temperature = Decimal(str(temperature))
         except InvalidOperation:
             temperature = None
-        if isinstance(body.get("temperature"), bool) or temperature is None or not 0 <= temperature <= 2:
+        if (
+            isinstance(body.get("temperature"), bool)
+            or temperature is None
+            or not temperature.is_finite()
+            or not 0 <= temperature <= 2
+        ):
             raise _invalid("'temperature' must be a number from 0 to 2.", "temperature")
     return CompletionRequest(
         model=model,
@@ -184,6 +197,8 @@ def _messages(messages) -> list[dict]:
             content = "".join(str(part.get("text", "")) for part in content)
         if not isinstance(content, str):
             raise _invalid(f"messages[{index}].content must be text.", "messages")
+        if "\x00" in content or not _encodable(content):
+            raise _invalid(f"messages[{index}].content has a NUL character or a lone surrogate.", "messages")
         characters += len(content)
         cleaned.append({"role": "system" if message["role"] == "developer" else message["role"], "content": content})
     if characters > settings.API_MAX_PROMPT_CHARS:

@@ -4,12 +4,12 @@ Everything a client sends is checked here, before any service runs; a bad frame 
 error that the consumer answers with an error frame, leaving the socket open.
 """
 
-import json
 from dataclasses import dataclass
 
 from django.conf import settings
 
 from core.errors import InvalidInput
+from core.text import json_parsed
 
 
 class CloseCode:
@@ -82,14 +82,14 @@ def _conversation(frame: dict) -> int:
 def parse_client_frame(text: str | None, data: bytes | None):
     if text is None:
         raise InvalidInput("Frames must be JSON text, not binary.", code="invalid_frame")
-    if len(text.encode()) > settings.CHAT_MAX_FRAME_BYTES:
+    if len(text.encode(errors="surrogatepass")) > settings.CHAT_MAX_FRAME_BYTES:
         raise InvalidInput(
             f"The frame is larger than {settings.CHAT_MAX_FRAME_BYTES} bytes.",
             code="too_large",
             limit=settings.CHAT_MAX_FRAME_BYTES,
         )
     try:
-        frame = json.loads(text)
+        frame = json_parsed(text)
     except ValueError:
         raise InvalidInput("The frame is not valid JSON.", code="invalid_json") from None
     if not isinstance(frame, dict):

@@ -18,6 +18,7 @@ from chat.selectors import conversation_get, history_for_prompt
 from chat.streaming import relay_text
 from core.db import LoopDatabaseError, in_db_thread
 from core.errors import ApplicationError, Conflict, InvalidInput, NotFound, ServiceUnavailable
+from core.text import text_checked
 from llm.provider import CachedStream, CompletionStream, ProviderError, model_catalogue
 from usage import prompt_cache
 from usage import services as usage
@@ -138,7 +139,7 @@ def content_validate(content) -> str:
             code="too_large",
             limit=settings.CHAT_MAX_MESSAGE_CHARS,
         )
-    return content
+    return text_checked(content, field="content", what="The message")
 
 
 def conversation_history(*, user, conversation_id: int | None) -> list[dict]:
@@ -546,6 +547,7 @@ async def reply_settle(
 def conversation_rename(*, user, conversation_id, title) -> Conversation:
     if not isinstance(title, str) or not title.strip():
         raise InvalidInput("The title is empty.", field="title")
+    text_checked(title, field="title", what="The title")
     conversation = conversation_get(user=user, conversation_id=conversation_id)
     conversation.title = title.strip()[:TITLE_MAX_CHARS]
     conversation.save(update_fields=["title"])
@@ -629,6 +631,7 @@ def feedback_give(*, user, message_id, rating, comment: str = "") -> Feedback | 
         raise InvalidInput("The rating must be 1 (up), -1 (down) or 0 (none).", field="rating")
     if not isinstance(comment, str) or len(comment) > 2000:
         raise InvalidInput("The comment must be text of at most 2,000 characters.", field="comment")
+    text_checked(comment, field="comment", what="The comment")
     message = (
         Message.objects.filter(
             pk=message_id if isinstance(message_id, int) else None,

@@ -3,6 +3,7 @@ the pages and the REST API answers an error as {"error": {"code", "message", ...
 does everywhere else (core.middleware)."""
 
 from rest_framework import exceptions
+from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -47,3 +48,14 @@ def _message(data) -> str:
     if isinstance(data, list):
         return " ".join(map(str, data))
     return str(data)
+
+
+class Pagination(LimitOffsetPagination):
+    """`?limit=` and `?offset=` as REST framework reads them, within what PostgreSQL takes: a page of at most
+    MAX_LIMIT, and an offset past any table is simply the end (a 64-bit overflow was a 500)."""
+
+    max_limit = 500
+    MAX_OFFSET = 10**12
+
+    def get_offset(self, request):
+        return min(super().get_offset(request), self.MAX_OFFSET)

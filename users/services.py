@@ -7,6 +7,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from core.errors import Conflict, InvalidInput, NotFound
+from core.text import text_checked
 from users.models import ApiKey, User
 
 
@@ -56,9 +57,10 @@ def api_key_create(*, user: User, name: str, form_token: str | None = None) -> t
     # settles the same form sent twice at once.
     if form_token and ApiKey.objects.filter(form_token=form_token).exists():
         raise KeyAlreadyCreated()
-    name = (name or "").strip()
+    name = (name if isinstance(name, str) else "").strip()
     if not name or len(name) > 100:
         raise InvalidInput("Give the key a name (up to 100 characters).", field="name")
+    text_checked(name, field="name", what="The name")
     if ApiKey.objects.filter(user=user, revoked_at__isnull=True).count() >= MAX_ACTIVE_API_KEYS:
         raise InvalidInput(f"You have {MAX_ACTIVE_API_KEYS} active keys: revoke one first.", field="name")
     raw_key = ApiKey.PREFIX + secrets.token_urlsafe(32)

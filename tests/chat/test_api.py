@@ -374,6 +374,30 @@ def test_malformed_json_and_the_wrong_method_get_openai_shaped_errors(api_server
     assert wrong[0] == 405 and wrong[1]["error"]["type"] == "invalid_request_error"
 
 
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (b'{"model": "demo-mini", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", None),  # nesting
+        (b'{"model": "demo-mini", "temperature": NaN, "messages": [{"role": "user", "content": "hi"}]}', "temperature"),
+        (
+            b'{"model": "demo-mini", "temperature": Infinity, "messages": [{"role": "user", "content": "hi"}]}',
+            "temperature",
+        ),
+        (b'{"model": "demo-mini", "messages": [{"role": "user", "content": "a lone \\ud800 surrogate"}]}', "messages"),
+        (b'{"model": "demo-mini", "messages": [{"role": "user", "content": "a NUL \\u0000 here"}]}', "messages"),
+    ],
+    ids=["nesting", "nan", "infinity", "lone surrogate", "nul"],
+)
+def test_hostile_bodies_get_a_400_and_cost_nothing(api_server, api_user, raw_key, body, param):
+    headers = {"Authorization": f"Bearer {raw_key}", "Content-Type": "application/json"}
+
+    status, answer = _request(f"{api_server.url}/v1/chat/completions", body, headers)
+
+    assert status == 400 and answer["error"]["type"] == "invalid_request_error", answer
+    assert param is None or answer["error"]["param"] == param
+    assert not UsageRecord.objects.exists() and not QuotaPeriod.objects.filter(reserved__gt=0).exists()
+
+
 def _request(url: str, body: bytes | None, headers: dict) -> tuple[int, dict]:
     import json
     import urllib.error
