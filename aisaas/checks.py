@@ -28,7 +28,6 @@ def check_production_settings(app_configs=None, **kwargs):
     return errors
 
 
-
 @checks.register("aisaas")
 def check_llm_settings(app_configs=None, **kwargs):
     try:

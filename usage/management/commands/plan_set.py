@@ -23,4 +23,3 @@ class Command(BaseCommand):
         with refusals_as_errors():
             plan_change_by_staff(actor=staff_by_email(actor), user=user, plan=chosen, reason=reason)
         self.stdout.write(f"{user.email} is on the plan {chosen.slug}.")
-
