@@ -187,8 +187,16 @@ CHANNEL_LAYERS = {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
             # Each consumer waits on its channel with a 5 s blocking pop; redis-py's default 5 s socket
-            # timeout would cut that wait and crash idle sockets (close 1011), so reads get longer.
-            "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+            # timeout would cut that wait and crash idle sockets (close 1011), so reads get longer. redis-py's
+            # pool refuses a connection past its cap (100 unless set) instead of waiting, and a burst of sockets
+            # opening at once takes one each to join its group: the cap is set above any burst a process takes.
+            "hosts": [
+                {
+                    "address": REDIS_URL,
+                    "socket_timeout": 30,
+                    "max_connections": env.int("CHANNEL_LAYER_MAX_CONNECTIONS", default=2000),
+                }
+            ],
             "prefix": f"{CACHE_KEY_PREFIX}:asgi",
         },
     }

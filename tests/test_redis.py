@@ -41,3 +41,17 @@ async def test_an_idle_chat_socket_outlives_the_layers_blocking_read(user):
     await socket.send({"type": "ping"})
     assert await socket.receive() == {"type": "pong"}
     await socket.communicator.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_burst_of_500_sockets_opening_at_once_loses_none(user):
+    """Each socket joins its user's group on the Redis channel layer as it opens: 500 at once need more pooled
+    connections than redis-py's default cap, which refuses rather than waits (MaxConnectionsError, close 1011)."""
+    opened = await asyncio.gather(*(open_socket(user, timeout=120) for _ in range(500)))
+    sockets = [socket for socket, connected, _ in opened if connected]
+
+    assert len(sockets) == 500
+    await sockets[0].send({"type": "ping"})
+    await sockets[-1].send({"type": "ping"})
+    assert await sockets[0].receive() == {"type": "pong"} and await sockets[-1].receive() == {"type": "pong"}
+    await asyncio.gather(*(socket.communicator.disconnect() for socket in sockets))

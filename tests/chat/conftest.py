@@ -47,13 +47,13 @@ class ChatSocket:
         return await self.receive_until("end")
 
 
-async def open_socket(user=None, origin: bytes = ORIGIN):
+async def open_socket(user=None, origin: bytes = ORIGIN, timeout: float = 1):
     headers = [(b"origin", origin)]
     if user is not None:
         cookie = await database_sync_to_async(_session_cookie)(user)
         headers.append((b"cookie", f"sessionid={cookie}".encode()))
     communicator = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
-    connected, code = await communicator.connect()
+    connected, code = await communicator.connect(timeout=timeout)
     if not connected:  # refused at the handshake: the app is told the client is gone, so that it ends
         await communicator.disconnect()
     return ChatSocket(communicator), connected, code
