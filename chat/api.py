@@ -143,8 +143,8 @@ async def chat_completions(token: str, body: bytes, send) -> Response | None:
     if not completion.request.stream:
         try:
             return Response(200, completion.response(await completion.text()), admitted)
-        except ProviderError as error:
-            response = openai_error(UpstreamFailed(str(error), code=error.code))
+        except ProviderError as error:  # the body says what the call was accounted for (nothing, before any text)
+            response = openai_error(UpstreamFailed(str(error), code=error.code, usage=completion.usage(failed=True)))
             response.headers.update(admitted)
             return response
     await send(

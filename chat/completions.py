@@ -14,13 +14,19 @@ from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
 
-from chat.services import answer_stream, answer_to_cache, last_question, models_for, settle_with_retries
+from chat.services import (
+    answer_stream,
+    answer_to_cache,
+    last_question,
+    models_for,
+    settle_with_retries,
+    tokens_used,
+)
 from core.db import in_db_thread
 from core.errors import ApplicationError, InvalidInput, NotFound
 from llm.provider import CachedStream, CompletionStream, ProviderError, model_catalogue
 from usage import services as usage
 from usage.selectors import plan_for
-from usage.tokens import prompt_token_count, token_count
 from users.services import (
     api_key_authenticate,
     api_key_hash,
@@ -296,7 +302,8 @@ class OpenCompletion:
         self.created = int(time.time())
 
     async def text(self) -> str:
-        """The whole answer (non-streaming), settled."""
+        """The whole answer (non-streaming), settled however it ends: complete, a provider error, or the client
+        going away (the provider stream is then closed, and what it had sent is accounted)."""
         parts, status = [], "complete"
         try:
             async for piece in self.stream:
@@ -304,7 +311,11 @@ class OpenCompletion:
         except ProviderError:
             status = "error"
             raise
+        except BaseException:
+            status = "stopped"
+            raise
         finally:
+            await self.stream.aclose()
             await asyncio.shield(self.settle("".join(parts), status))
         return "".join(parts)
 
@@ -326,7 +337,8 @@ class OpenCompletion:
             yield "data: [DONE]\n\n"
         except ProviderError as error:
             status = "error"
-            yield _event({"error": {"message": str(error), "type": "server_error", "code": error.code, "param": None}})
+            error_body = {"message": str(error), "type": "server_error", "code": error.code, "param": None}
+            yield _event({"error": {**error_body, "usage": self.usage(failed=True)}})
         except BaseException:
             status = "stopped"  # the client went away: what was produced is still accounted
             raise
@@ -335,10 +347,9 @@ class OpenCompletion:
             if not settled:
                 await asyncio.shield(self.settle("".join(parts), status))
 
-    def usage(self) -> dict:
-        used = self.stream.usage
-        prompt = used["prompt_tokens"] if used else prompt_token_count(self.stream.messages)
-        completion = used["completion_tokens"] if used else token_count(self.stream.received_text)
+    def usage(self, *, failed: bool = False) -> dict:
+        """What the call is accounted for (chat.services.tokens_used), in OpenAI's shape."""
+        prompt, completion = tokens_used(self.stream, failed=failed)
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
     def response(self, text: str) -> dict:
@@ -365,7 +376,7 @@ class OpenCompletion:
         return chunk
 
     async def settle(self, text: str, status: str) -> None:
-        used = self.usage()
+        used = self.usage(failed=status == "error")
         await settle_with_retries(
             completion_settle,
             admission=self.admission,

@@ -294,6 +294,17 @@ def answer_stream(
     ).start()
 
 
+def tokens_used(stream, *, failed: bool) -> tuple[int, int]:
+    """The (prompt, completion) tokens to account for a provider call: its own usage when it gave one; else
+    counted locally from the messages and from the text it sent (a stream cut short); and none for a call that
+    failed before it produced any text, which the provider does not charge for."""
+    if stream.usage:
+        return stream.usage["prompt_tokens"], stream.usage["completion_tokens"]
+    if failed and not stream.received_text:
+        return 0, 0
+    return prompt_token_count(stream.messages), token_count(stream.received_text)
+
+
 def answer_to_cache(*, admission: usage.Admission, stream, text: str, complete: bool) -> dict | None:
     """What the settlement keeps in the prompt cache: a complete answer from the provider, if the request may
     use the cache."""
@@ -440,7 +451,6 @@ async def reply_stream(
         raise
     finally:
         await stream.aclose()
-        usage = stream.usage
         turn, save_error = None, None
         try:
             turn = await asyncio.shield(reply.saving)
@@ -454,14 +464,16 @@ async def reply_stream(
         except Exception:
             if turn is not None:  # saved, only the announcement failed: the reply is still settled
                 logger.exception("Announcing the saved turn failed")
+        provider_failed = status == Message.Status.ERROR
         if save_error is not None:
             status, error_code, error_message = Message.Status.ERROR, save_error.code, save_error.message
+        prompt_tokens, completion_tokens = tokens_used(stream, failed=provider_failed)
         outcome = ReplyOutcome(
             message_id=turn.message_id if turn else None,
             status=status,
             model=stream.model,
-            prompt_tokens=usage["prompt_tokens"] if usage else prompt_token_count(stream.messages),
-            completion_tokens=usage["completion_tokens"] if usage else token_count(stream.received_text),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
             error_code=error_code,
             error_message=error_message,
             quota=None,

@@ -471,6 +471,45 @@ def test_a_client_that_goes_away_mid_stream_stops_the_answer_and_is_charged_for_
     assert QuotaPeriod.objects.get(user=api_user).reserved == 0
 
 
+def test_a_client_that_goes_away_before_a_whole_answer_stops_it_and_is_charged_for_what_was_produced(
+    api_server, api_user, raw_key
+):
+    """Not streamed: the client waits for the whole answer and gives up first."""
+    import http.client
+    import json
+    import time
+
+    connection = http.client.HTTPConnection("127.0.0.1", api_server.port, timeout=10)
+    body = {"model": "demo-mini", "messages": [{"role": "user", "content": "Long [devllm tokens=400 interval_ms=10]"}],
+            "max_tokens": 1000}  # fmt: skip
+    connection.request("POST", "/v1/chat/completions", json.dumps(body),
+                       {"Authorization": f"Bearer {raw_key}", "Content-Type": "application/json"})  # fmt: skip
+    time.sleep(1.0)  # about 100 of the 400 tokens produced
+    connection.sock.close()
+    connection.close()
+
+    deadline = time.monotonic() + 10
+    while not (records := list(UsageRecord.objects.filter(user=api_user))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (record,) = records
+    assert record.status == "stopped"
+    assert 0 < record.completion_tokens < 300  # what the provider had sent when it was stopped, not the whole
+    assert QuotaPeriod.objects.get(user=api_user).reserved == 0
+
+
+def test_a_provider_failing_before_any_text_is_a_502_that_charges_nothing(api_server, api_user, raw_key):
+    with pytest.raises(openai.APIStatusError) as failed:
+        sdk(api_server, raw_key).chat.completions.create(
+            model="demo-mini", messages=[{"role": "user", "content": "Fail [devllm fault=error_before]"}]
+        )
+
+    assert failed.value.status_code == 502 and failed.value.body["code"] == "provider_error"
+    assert failed.value.body["usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    (record,) = UsageRecord.objects.filter(user=api_user)
+    assert (record.status, record.billable_tokens) == ("error", 0)
+    assert QuotaPeriod.objects.get(user=api_user).used == 0
+
+
 def test_a_foreign_host_and_an_oversize_body_are_refused_in_openai_shape(api_server, raw_key, settings):
     headers = {"Authorization": f"Bearer {raw_key}", "Content-Type": "application/json"}
     foreign = _request(f"{api_server.url}/v1/models", None, {**headers, "Host": "evil.example"})

@@ -240,6 +240,16 @@ async def test_a_provider_error_mid_stream_records_what_was_produced(chat_socket
     assert (await period_of(user)).reserved == 0
 
 
+async def test_a_provider_failing_before_any_text_charges_nothing_and_says_so(chat_socket, user):
+    frames = await chat_socket.ask("Break at once [devllm fault=error_before]")
+
+    (record,) = await records(user)  # the call is still accounted, once
+    assert frames[-1]["status"] == "error" and frames[-1]["usage"] == {"prompt_tokens": 0, "completion_tokens": 0}
+    assert (record.status, record.billable_tokens, record.cost) == ("error", 0, 0)
+    period = await period_of(user)
+    assert (period.used, period.reserved) == (0, 0)
+
+
 async def test_an_unreachable_limits_store_refuses_with_a_retryable_error(chat_socket, user, settings, provider_calls):
     settings.LIMITS_REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
 
