@@ -373,6 +373,10 @@ LLM_MAX_TOKENS = env.int("LLM_MAX_TOKENS", default=4096)
 LLM_TEMPERATURE = Decimal(env.str("LLM_TEMPERATURE", default="0.7"))
 LLM_TIMEOUT_SECONDS = env.float("LLM_TIMEOUT_SECONDS", default=30.0)
 LLM_MAX_RETRIES = env.int("LLM_MAX_RETRIES", default=0)
+# Idle connections to the provider are dropped after this long: shorter than the provider keeps them (the dev
+# LLM, like many providers and load balancers, closes them after 5 s), so no request goes out on a connection
+# the provider is closing.
+LLM_KEEPALIVE_SECONDS = env.float("LLM_KEEPALIVE_SECONDS", default=4.0)
 # {user_name} and {today} are filled in per request.
 LLM_SYSTEM_PROMPT = env.str(
     "LLM_SYSTEM_PROMPT",

@@ -99,14 +99,27 @@ _clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict]" = weakref
 
 def client_for(provider: Provider) -> openai.AsyncOpenAI:
     per_loop = _clients.setdefault(asyncio.get_running_loop(), {})
-    key = (provider.base_url, provider.api_key, settings.LLM_TIMEOUT_SECONDS, settings.LLM_MAX_RETRIES)
+    key = (
+        provider.base_url,
+        provider.api_key,
+        settings.LLM_TIMEOUT_SECONDS,
+        settings.LLM_MAX_RETRIES,
+        settings.LLM_KEEPALIVE_SECONDS,
+    )
     if key not in per_loop:
+        # An idle connection is dropped before the provider drops it (LLM_KEEPALIVE_SECONDS): a request sent on a
+        # connection the provider is closing at that moment fails without ever reaching it.
+        limits = httpx2.Limits(
+            max_connections=openai.DEFAULT_CONNECTION_LIMITS.max_connections,
+            max_keepalive_connections=openai.DEFAULT_CONNECTION_LIMITS.max_keepalive_connections,
+            keepalive_expiry=settings.LLM_KEEPALIVE_SECONDS,
+        )
         per_loop[key] = openai.AsyncOpenAI(
             base_url=provider.base_url,
             api_key=provider.api_key,
             timeout=settings.LLM_TIMEOUT_SECONDS,
             max_retries=settings.LLM_MAX_RETRIES,
-            http_client=openai.DefaultAioHttpClient(),
+            http_client=openai.DefaultAioHttpClient(limits=limits),
         )
     return per_loop[key]
 

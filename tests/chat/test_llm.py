@@ -198,3 +198,37 @@ async def test_moderation_without_a_reachable_provider_fails(settings):
 
     with pytest.raises(openai.APIConnectionError):
         await moderation_categories("a harmless question")
+
+
+async def test_no_request_goes_out_on_a_connection_the_provider_has_idled_out(settings):
+    """A provider (or its load balancer) that drops connections idle for 0.5 s, and does so when the next request
+    arrives on one, without answering: with our idle connections dropped sooner (LLM_KEEPALIVE_SECONDS), every
+    request after a pause goes out on a fresh connection and is answered."""
+    moderation = json.dumps({"results": [{"flagged": False, "categories": {}}]}).encode()
+
+    async def idling_provider(reader, writer):
+        last = asyncio.get_running_loop().time()
+        while request_line := await reader.readline():
+            headers = {}
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode().partition(":")
+                headers[name.strip().lower()] = value.strip()
+            await reader.readexactly(int(headers.get("content-length", 0)))
+            if asyncio.get_running_loop().time() - last > 0.5:  # idle too long: dropped, no answer
+                writer.transport.abort()
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                         b"content-length: %d\r\n\r\n%s" % (len(moderation), moderation))  # fmt: skip
+            await writer.drain()
+            last = asyncio.get_running_loop().time()
+        assert request_line is not None
+
+    server = await asyncio.start_server(idling_provider, "127.0.0.1", 0)
+    settings.LLM_BASE_URL = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    settings.LLM_KEEPALIVE_SECONDS = 0.3
+    try:
+        for _ in range(3):
+            assert await moderation_categories("hello") is None
+            await asyncio.sleep(0.7)
+    finally:
+        server.close()
