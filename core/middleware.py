@@ -78,7 +78,9 @@ def limit_headers(error: ApplicationError) -> dict[str, str]:
         headers["Retry-After"] = str(details["retry_after"])
     if "limit_value" in details:
         limit, remaining = details["limit_value"], details["remaining"]
-        reset_at = datetime.fromisoformat(details["reset_at"]).timestamp()
+        # When all of the limit is back: for a rate limit, later than Retry-After (when the next request passes);
+        # for the period's quota, its end, when both come together.
+        reset_at = datetime.fromisoformat(details.get("limit_reset_at", details["reset_at"])).timestamp()
         headers.update(rate_limit_headers(limit=limit, remaining=remaining, reset_at=reset_at))
     return headers
 

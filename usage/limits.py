@@ -46,7 +46,8 @@ class LimitResult:
     retry_after_seconds: float  # 0 when allowed
     now: float  # the store's clock, epoch seconds
     read: bytes | None = None  # the value at take(read=key), if allowed and the key exists
-    first_whole_after_seconds: float = 0.0  # when allowed: until the first limit has all of its allowance back
+    # Until a limit has all of its allowance back: when allowed, the first limit; when refused, the refusing one.
+    whole_after_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ for i = 1, count do
   local new_tat = tat + cost * interval
   if new_tat - now > period then
     local remaining = math.floor((period - (tat - now)) / interval)
-    return {0, i, remaining, math.ceil(new_tat - now - period), now}
+    return {0, i, remaining, math.ceil(new_tat - now - period), now, false, math.ceil(tat - now)}
   end
   new_tats[i] = new_tat
   if i == 1 then first_remaining = math.floor((period - (new_tat - now)) / interval) end
@@ -154,7 +155,7 @@ async def store_close() -> None:
 
 def _take_result(limits: list[Limit], reply: list) -> LimitResult:
     # The fourth value is in ms: until the refusing limit would let the request through, or when all were taken,
-    # until the first one is whole again.
+    # until the first one is whole again. A refusal adds (after an empty read) until the refusing one is whole.
     allowed, index, remaining, wait_ms, now_ms, *value = reply
     return LimitResult(
         allowed=bool(allowed),
@@ -163,7 +164,7 @@ def _take_result(limits: list[Limit], reply: list) -> LimitResult:
         retry_after_seconds=0.0 if allowed else wait_ms / 1000,
         now=now_ms / 1000,
         read=value[0] if value and value[0] else None,
-        first_whole_after_seconds=wait_ms / 1000 if allowed else 0.0,
+        whole_after_seconds=(wait_ms if allowed else value[1]) / 1000,
     )
 
 

@@ -285,6 +285,24 @@ def test_each_answer_says_how_many_requests_are_left_this_minute_so_a_client_can
     assert started + 11 <= resets[0] <= started + 14 and started + 23 <= resets[1] <= started + 26
 
 
+def test_x_ratelimit_reset_means_the_same_on_an_answer_and_on_the_429_after_it(api_server, api_user, raw_key):
+    """When all of the minute's allowance is back, on every answer and refusal alike; Retry-After says when the
+    next request would pass."""
+    services.plan_change(user=api_user, plan=make_plan(slug="pair", requests_per_minute=2))
+    client = sdk(api_server, raw_key)
+    client.chat.completions.create(model="demo-mini", messages=PROMPT)
+    answer = client.chat.completions.with_raw_response.create(model="demo-mini", messages=PROMPT)
+
+    with pytest.raises(openai.RateLimitError) as limited:
+        client.chat.completions.create(model="demo-mini", messages=PROMPT)
+
+    now = timezone.now().timestamp()
+    answered_reset, refused = int(answer.headers["X-RateLimit-Reset"]), limited.value.response.headers
+    assert int(refused["X-RateLimit-Reset"]) >= answered_reset  # never earlier than the answer just before it
+    assert 55 <= int(refused["X-RateLimit-Reset"]) - now <= 61  # both requests back a minute on
+    assert 25 <= int(refused["Retry-After"]) <= 31  # one comes back every 30 s
+
+
 def test_a_rate_limit_is_a_rate_limit_error_with_retry_after_and_limit_headers(api_server, api_user, raw_key):
     services.plan_change(user=api_user, plan=make_plan(slug="slow", requests_per_minute=1))
     client = sdk(api_server, raw_key)

@@ -43,7 +43,7 @@ def test_a_rate_limited_request_gets_429_with_retry_after_and_rate_limit_headers
     assert 55 <= int(response["Retry-After"]) <= 60
     assert response["X-RateLimit-Limit"] == "1" and response["X-RateLimit-Remaining"] == "0"
     reset = int(response["X-RateLimit-Reset"])
-    assert reset == round(datetime.fromisoformat(error["reset_at"]).timestamp())
+    assert reset == round(datetime.fromisoformat(error["limit_reset_at"]).timestamp())
     assert 50 <= reset - timezone.now().timestamp() <= 61
 
 

@@ -36,8 +36,19 @@ async def test_a_taken_request_says_when_the_first_limit_is_whole_again():
     second = await limits.take([per_minute(3)])
 
     # The first limit's clock, not the others': each request of 3 a minute is given back 20 s after it was taken.
-    assert 19 <= first.first_whole_after_seconds <= 20
-    assert 39 <= second.first_whole_after_seconds <= 40 and second.remaining == 1
+    assert 19 <= first.whole_after_seconds <= 20
+    assert 39 <= second.whole_after_seconds <= 40 and second.remaining == 1
+
+
+async def test_a_refusal_says_both_when_the_next_request_passes_and_when_the_limit_is_whole_again():
+    for _ in range(3):
+        await limits.take([per_minute(3)])
+
+    refused = await limits.take([per_minute(3)])
+
+    assert not refused.allowed
+    assert 19 <= refused.retry_after_seconds <= 20  # one of the three comes back every 20 s
+    assert 59 <= refused.whole_after_seconds <= 60  # all three are back a minute after they were taken
 
 
 async def test_all_limits_are_taken_together_or_not_at_all():

@@ -314,6 +314,8 @@ def _refuse_unless_allowed(result: limits.LimitResult, request: _Request) -> Non
         remaining=result.remaining,
         reset_at=datetime.fromtimestamp(result.now + result.retry_after_seconds, UTC).isoformat(),
         retry_after=max(1, round(result.retry_after_seconds)),
+        # X-RateLimit-Reset: when all of the limit is back, as on every admitted call (core.middleware)
+        limit_reset_at=datetime.fromtimestamp(result.now + result.whole_after_seconds, UTC).isoformat(),
     )
 
 
@@ -335,9 +337,7 @@ def _admission(
         cache_key=request.cache_key,
         cached_answer=cached_answer,
         admitted_at=time.monotonic(),
-        requests_per_minute=RateLimitState(
-            per_minute.limit, taken.remaining, taken.now + taken.first_whole_after_seconds
-        ),
+        requests_per_minute=RateLimitState(per_minute.limit, taken.remaining, taken.now + taken.whole_after_seconds),
     )
 
 
