@@ -24,6 +24,7 @@ from chat.services import (
 )
 from core.db import in_db_thread
 from core.errors import ApplicationError, InvalidInput, NotFound
+from core.text import text_storable
 from llm.provider import CachedStream, CompletionStream, ProviderError, model_catalogue
 from usage import services as usage
 from usage.selectors import plan_for
@@ -78,14 +79,6 @@ class CompletionRequest:
     max_tokens: int | None
     temperature: Decimal | None
     sampling: dict  # the other sampling parameters, passed on to the provider as they came (_sampling)
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _invalid(message: str, param: str) -> InvalidInput:
@@ -203,7 +196,7 @@ def _messages(messages) -> list[dict]:
             content = "".join(str(part.get("text", "")) for part in content)
         if not isinstance(content, str):
             raise _invalid(f"messages[{index}].content must be text.", "messages")
-        if "\x00" in content or not _encodable(content):
+        if not text_storable(content):
             raise _invalid(f"messages[{index}].content has a NUL character or a lone surrogate.", "messages")
         characters += len(content)
         cleaned.append({"role": "system" if message["role"] == "developer" else message["role"], "content": content})

@@ -392,12 +392,6 @@ def turn_finish_statement(
     ]
 
 
-def turn_finish(**reply) -> None:
-    """Settle a reply on its own (turn_finish_statement's arguments), without accounting for it."""
-    with connection.cursor() as cursor:
-        cursor.execute(*turn_finish_statement(**reply))
-
-
 async def reply_stream(
     reply: OpenReply,
     *,

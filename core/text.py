@@ -17,15 +17,21 @@ def json_parsed(raw: str | bytes):
         raise ValueError("The JSON is nested too deeply.") from None
 
 
-def text_checked(value: str, *, field: str, what: str = "The text") -> str:
-    """`value` (a str) if it can be stored and sent on; InvalidInput naming `field` if not."""
+def text_storable(value: str) -> bool:
+    """Whether PostgreSQL can store `value` and UTF-8 encode it: no NUL character, no lone surrogate."""
     if "\x00" in value:
-        raise InvalidInput(f"{what} contains a NUL character.", code="invalid_text", field=field)
+        return False
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidInput(f"{what} is not valid Unicode (it has a lone surrogate).", code="invalid_text",
-                           field=field) from None  # fmt: skip
+        return False
+    return True
+
+
+def text_checked(value: str, *, field: str, what: str = "The text") -> str:
+    """`value` (a str) if it can be stored and sent on (text_storable); InvalidInput naming `field` if not."""
+    if not text_storable(value):
+        raise InvalidInput(f"{what} contains a NUL character or a lone surrogate.", code="invalid_text", field=field)
     return value
 
 

@@ -1,10 +1,11 @@
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from chat.models import Message
-from chat.services import stale_streams_expire, system_prompt_for, title_from, turn_finish
+from chat.services import stale_streams_expire, system_prompt_for, title_from, turn_finish_statement
 from chat.tasks import expire_stale_streams
 from tests.factories import MessageFactory
 
@@ -22,6 +23,12 @@ def test_system_prompt_carries_the_users_context(settings, user):
     prompt = system_prompt_for(user)
     assert user.display_name in prompt and timezone.now().date().isoformat() in prompt
     assert "{unknown} stays." in prompt
+
+
+def turn_finish(**reply) -> None:
+    """The answer's UPDATE on its own, as the settlement runs it with the accounting (usage.services.usage_settle)."""
+    with connection.cursor() as cursor:
+        cursor.execute(*turn_finish_statement(**reply))
 
 
 def test_a_reply_is_settled_once():

@@ -79,22 +79,36 @@ def on_loop(function, /, *args, **kwargs):
 ANSWER_PROMPT = [{"role": "user", "content": "How much?"}]
 
 
-async def _answer(user, *, model, prompt_tokens, completion_tokens, cached):
+async def admitted(user, *, prompt=ANSWER_PROMPT, model="demo-mini", source="chat", cacheable=False):
+    """Through the real gate (its read, then its admission), as a chat message or an API call goes."""
     from usage import services
 
     state = await services.gate_state(user=user)
-    admission = await services.gate_admit(
-        user=user, state=state, model=model, prompt=ANSWER_PROMPT, source="chat", cacheable=False
+    return await services.gate_admit(
+        user=user, state=state, model=model, prompt=prompt, source=source, cacheable=cacheable
     )
+
+
+async def settled(admission, *, prompt_tokens, completion_tokens, model="demo-mini", status="complete", **more):
+    """The real settlement of an admission, as the API settles a call (no conversation)."""
+    from usage import services
+
     return await services.usage_settle(
         admission=admission,
         conversation_id=None,
         message_id=None,
         model=model,
-        status="complete",
+        status=status,
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
-        cached=cached,
+        **more,
+    )
+
+
+async def _answer(user, *, model, prompt_tokens, completion_tokens, cached):
+    admission = await admitted(user, model=model)
+    return await settled(
+        admission, model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cached=cached
     )
 
 

@@ -8,18 +8,14 @@ from django.http import JsonResponse
 from django.urls import path
 from django.utils import timezone
 
-from tests.usage.conftest import make_plan, on_loop
+from tests.usage.conftest import admitted, make_plan, on_loop
 from usage import services
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls(__name__)]
 
 
 async def _admit(user):
-    state = await services.gate_state(user=user)
-    prompt = [{"role": "user", "content": "hello"}]
-    return await services.gate_admit(
-        user=user, state=state, model="demo-mini", prompt=prompt, source="api", cacheable=False
-    )
+    return await admitted(user, prompt=[{"role": "user", "content": "hello"}], source="api")
 
 
 def gated_view(request):

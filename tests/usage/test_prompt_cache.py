@@ -8,7 +8,7 @@ import redis.asyncio
 from django.conf import settings
 
 from core.db import in_db_thread
-from tests.usage.conftest import make_plan
+from tests.usage.conftest import admitted, make_plan, settled
 from usage import limits, prompt_cache, services
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the gate's pool sees committed rows only
@@ -18,23 +18,11 @@ ANSWER = prompt_cache.answer_of(text="It will be.", model="demo-mini", prompt_to
 
 
 async def admit(user):
-    state = await services.gate_state(user=user)
-    return await services.gate_admit(
-        user=user, state=state, model="demo-mini", prompt=PROMPT, source="chat", cacheable=True
-    )
+    return await admitted(user, prompt=PROMPT, cacheable=True)
 
 
 async def settle(admission, cache_answer):
-    return await services.usage_settle(
-        admission=admission,
-        conversation_id=None,
-        message_id=None,
-        model="demo-mini",
-        status="complete",
-        prompt_tokens=12,
-        completion_tokens=4,
-        cache_answer=cache_answer,
-    )
+    return await settled(admission, prompt_tokens=12, completion_tokens=4, cache_answer=cache_answer)
 
 
 @pytest.fixture

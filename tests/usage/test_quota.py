@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from core.errors import ServiceUnavailable
 from tests.factories import UserFactory
-from tests.usage.conftest import make_plan, on_loop
+from tests.usage.conftest import make_plan, on_loop, settled
 from usage import selectors, services
 from usage.models import QuotaPeriod, SpendControl, SpendDay, UsageRecord
 from usage.tasks import expire_stale_reservations, reset_monthly_quotas
@@ -33,17 +33,8 @@ def admit(user, plan=None, prompt=PROMPT):
     return on_loop(admit_on_loop, user, plan, prompt)
 
 
-def settle_on_loop(admission, prompt_tokens, completion_tokens, status="complete", **more):
-    return services.usage_settle(
-        admission=admission,
-        conversation_id=None,
-        message_id=None,
-        model="demo-mini",
-        status=status,
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        **more,
-    )
+def settle_on_loop(admission, prompt_tokens, completion_tokens, status="complete"):
+    return settled(admission, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, status=status)
 
 
 def settle(admission, prompt_tokens, completion_tokens, status="complete"):
