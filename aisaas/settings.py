@@ -229,6 +229,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "usage.tasks.reset_monthly_quotas",
         "schedule": crontab(minute=5),
     },
+    # Settlements deferred through a PostgreSQL outage, left by a process that died before replaying them.
+    "usage-replay-deferred-settlements": {
+        "task": "usage.tasks.replay_deferred_settlements",
+        "schedule": 60.0,
+    },
     "usage-expire-stale-reservations": {
         "task": "usage.tasks.expire_stale_reservations",
         "schedule": 300.0,

@@ -19,7 +19,6 @@ from chat.services import (
     answer_to_cache,
     last_question,
     models_for,
-    settle_with_retries,
     tokens_used,
 )
 from core.db import in_db_thread
@@ -370,8 +369,7 @@ class OpenCompletion:
 
     async def settle(self, text: str, status: str) -> None:
         used = self.usage(failed=status == "error")
-        await settle_with_retries(
-            completion_settle,
+        await completion_settle(
             admission=self.admission,
             stream=self.stream,
             text=text,

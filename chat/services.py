@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from datetime import UTC, timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from chat import events
 from chat.models import Conversation, Feedback, Message
 from chat.selectors import conversation_get, history_for_prompt
 from chat.streaming import relay_text
-from core.db import LoopDatabaseError, in_db_thread
+from core.db import in_db_thread
 from core.errors import ApplicationError, Conflict, InvalidInput, NotFound, ServiceUnavailable
 from core.text import text_checked
 from llm.provider import CachedStream, CompletionStream, ProviderError, model_catalogue
@@ -359,7 +359,7 @@ _TURN_FINISH_SQL = """
     UPDATE chat_message
     SET content = %s, status = %s, model = %s, prompt_tokens = %s, completion_tokens = %s, error_code = %s,
         finished_at = %s, time_to_first_token_ms = %s, duration_ms = %s
-    WHERE id = %s AND status = 'streaming'
+    WHERE id = %s AND (status = 'streaming' OR (status = 'error' AND error_code = 'interrupted'))
 """
 
 
@@ -376,7 +376,9 @@ def turn_finish_statement(
     duration_ms: int,
 ) -> tuple[str, list]:
     """The statement that settles a reply: one conditional UPDATE, so a reply is finished once even if asked
-    twice. As SQL, so that the settlement can commit it with the usage in one statement (usage_settle)."""
+    twice. A reply that stale_streams_expire gave up on is still finished by it: its settlement was deferred
+    through a database outage (usage.services.deferred), and its text is saved when the database is back.
+    As SQL, so that the settlement can commit it with the usage in one statement (usage_settle)."""
     finished_at = connection.ops.adapt_datetimefield_value(timezone.now())
     return _TURN_FINISH_SQL, [
         content,
@@ -474,8 +476,7 @@ async def reply_stream(
         )
         # Shielded: a cancelled caller must not leave the reply unsettled or the call unaccounted.
         period = await asyncio.shield(
-            settle_with_retries(
-                reply_settle,
+            reply_settle(
                 plan=reply.plan,
                 stream=stream,
                 turn=turn,
@@ -487,23 +488,6 @@ async def reply_stream(
         )
         outcome = dataclasses.replace(outcome, quota=period)
     return outcome
-
-
-SETTLE_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
-
-
-async def settle_with_retries(settle, **arguments) -> dict:
-    """A settlement (reply_settle, completion_settle), retried through a short database outage: they are
-    idempotent (the usage record is unique per request, the message update conditional), so a retry after an
-    unclear failure writes once."""
-    for delay in (*SETTLE_RETRY_DELAYS, None):
-        try:
-            return await settle(**arguments)
-        except (DatabaseError, LoopDatabaseError):
-            if delay is None:
-                raise
-            logger.warning("Settling a reply failed; retrying in %ss", delay, exc_info=True)
-            await asyncio.sleep(delay)
 
 
 async def reply_settle(

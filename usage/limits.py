@@ -146,6 +146,11 @@ def _store() -> _Store:
     return store
 
 
+def store_client() -> redis.asyncio.Redis:
+    """This event loop's client of the limits' Redis, for the plain commands other modules send there."""
+    return _store().client
+
+
 async def store_close() -> None:
     """Close this event loop's client, for code that ends a loop it made (the tests, bench/)."""
     store = _stores.pop(asyncio.get_running_loop(), None)

@@ -25,3 +25,12 @@ def alert_spend_cap(*, period: str, amount: str, cap: str) -> None:
     from usage.services import spend_cap_alert_send
 
     spend_cap_alert_send(period=period, amount=amount, cap=cap)
+
+
+@shared_task(soft_time_limit=50, time_limit=60)
+def replay_deferred_settlements() -> int:
+    """Settlements deferred through a PostgreSQL outage by a process that did not live to replay them
+    (usage.services.deferred). Runs every minute; safe beside the processes replaying their own."""
+    from usage.services.deferred import deferred_settlements_replay
+
+    return deferred_settlements_replay()

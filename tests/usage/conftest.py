@@ -76,6 +76,15 @@ def on_loop(function, /, *args, **kwargs):
     return asyncio.run(run())
 
 
+async def deferred_settlements_drained(timeout: float = 15.0) -> None:
+    """Wait until this loop has replayed every settlement it deferred (usage.services.deferred)."""
+    from usage.services.deferred import settlements_deferred_count
+
+    async with asyncio.timeout(timeout):
+        while settlements_deferred_count():
+            await asyncio.sleep(0.05)
+
+
 ANSWER_PROMPT = [{"role": "user", "content": "How much?"}]
 
 

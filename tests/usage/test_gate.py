@@ -13,7 +13,7 @@ from django.utils import timezone
 from chat import services as chat_services
 from core.db import in_db_thread
 from tests.factories import UserFactory
-from tests.usage.conftest import make_plan
+from tests.usage.conftest import deferred_settlements_drained, make_plan
 from usage import limits, services
 from usage.errors import AccountSuspended, LimitReached
 from usage.models import QuotaPeriod, UsageRecord
@@ -142,8 +142,7 @@ async def test_requests_racing_for_the_last_tokens_never_overshoot(user):
 
 async def settle(admission, *, used: int) -> settle_module.Settlement:
     """Settle `admission` as the chat does, `used` of its hold used (all of it counted as prompt tokens)."""
-    return await chat_services.settle_with_retries(
-        services.usage_settle,
+    return await services.usage_settle(
         admission=admission,
         conversation_id=None,
         message_id=None,
@@ -161,9 +160,9 @@ async def tokens_left_today(admission) -> int:
     return result.remaining
 
 
-async def test_a_settlement_retried_after_an_unclear_failure_counts_once_in_both_stores(user, monkeypatch):
-    """The first attempt commits and then its answer is lost (the connection broke): the retry records
-    nothing more, and the tokens/day limit's give-back, sent with each attempt, counts once."""
+async def test_a_settlement_replayed_after_an_unclear_failure_counts_once_in_both_stores(user, monkeypatch):
+    """The first attempt commits and then its answer is lost (the connection broke): the settlement is deferred,
+    its replay records nothing more, and the tokens/day limit's give-back counts once."""
     await on_plan(user, tokens_per_day=10_000)  # 8.6 s per token comes back: none while the test runs
     admission = await admit(user)
     used = admission.reserved_tokens - 10
@@ -177,11 +176,12 @@ async def test_a_settlement_retried_after_an_unclear_failure_counts_once_in_both
         return row
 
     monkeypatch.setattr(settle_module, "loop_fetchone", commits_then_breaks)
-    monkeypatch.setattr(chat_services, "SETTLE_RETRY_DELAYS", (0.01,))
 
     settlement = await settle(admission, used=used)
+    assert settlement.meter is None  # deferred: the outcome is not known yet
+    await deferred_settlements_drained()
 
-    assert len(attempts) == 2 and not settlement.recorded  # the retry found the call already recorded
+    assert len(attempts) == 1  # the replay ran the statement itself, and found the call recorded
     assert await in_db_thread(UsageRecord.objects.filter(request_id=admission.request_id).count)() == 1
     period = await period_of(user)
     assert (period.used, period.reserved) == (used, 0)

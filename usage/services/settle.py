@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from decimal import Decimal
 
+import psycopg
 from django.conf import settings
 from django.utils import timezone
 
@@ -14,6 +15,7 @@ from llm.provider import model_catalogue
 from usage import limits, prompt_cache
 from usage.models import QuotaPeriod, SpendDay
 from usage.selectors import quota_meter, quota_meter_of
+from usage.services.deferred import settlement_defer
 from usage.services.gate import Admission
 
 COST_PLACES = Decimal("0.0000000001")
@@ -31,7 +33,8 @@ def cost_of(*, model: str, prompt_tokens: int, completion_tokens: int) -> Decima
 class Settlement:
     recorded: bool  # False: this request was settled before, nothing was written
     billable_tokens: int
-    meter: dict  # the user's period afterwards, as usage.selectors.quota_meter shows it
+    # The user's period afterwards, as usage.selectors.quota_meter shows it; None while the settlement is deferred.
+    meter: dict | None
 
 
 # Exactly-once lives in the SQL: the record is inserted unless its request id exists (the unique index makes a
@@ -194,8 +197,11 @@ async def usage_settle(
     And what the settlement changes in Redis, sent alongside the statement: the tokens/day limit keeps what was
     used and gets the rest of its hold back, and `cache_answer` (a complete answer) goes into the prompt cache
     under the admission's key. The give-back counts once per request however often a settlement is retried (as
-    the usage record's unique request id does in the database). A database failure raises LoopDatabaseError:
-    retrying is safe."""
+    the usage record's unique request id does in the database).
+
+    If PostgreSQL cannot be reached, the settlement is kept outside it and replayed until it is written, once
+    (usage.services.deferred, I9): the call is accounted and its answer saved when the database is back, and the
+    Settlement's meter is None meanwhile. Any other database error is raised: retrying is safe."""
     settling = _settling(
         admission=admission,
         conversation_id=conversation_id,
@@ -211,8 +217,24 @@ async def usage_settle(
         write = prompt_cache.write(admission.cache_key, cache_answer)
     unused = admission.reserved_tokens - settling.billable
     given_back = limits.give_back(admission.tokens_limit, unused, write=write, once_for=admission.request_id)
-    row, _ = await asyncio.gather(loop_fetchone(*settling.statement(together_with)), given_back)
+    statement = settling.statement(together_with)
+    row, _ = await asyncio.gather(_settlement_run(admission.request_id, statement), given_back)
+    if row is _DEFERRED:
+        return Settlement(True, settling.billable, None)
     if row is None:  # settled before (a retry): report the period as it is
         period = await in_db_thread(QuotaPeriod.objects.get)(pk=admission.period_id)
         return settling.settlement(None, admission=admission, period=period)
     return settling.settlement(row, admission=admission)
+
+
+_DEFERRED = object()
+
+
+async def _settlement_run(request_id: str, statement: tuple[str, list]):
+    """The settlement statement's row; if PostgreSQL cannot be reached (core.db has already retried once on a
+    fresh connection), the statement is deferred (usage.services.deferred) and _DEFERRED returned."""
+    try:
+        return await loop_fetchone(*statement)
+    except psycopg.OperationalError:
+        await settlement_defer(request_id=request_id, sql=statement[0], params=statement[1])
+        return _DEFERRED
