@@ -148,10 +148,11 @@ STORAGES = {
 DATABASES = {"default": env.db_url_config(DATABASE_URL)}
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":  # the gate's SQL is PostgreSQL's
     raise ImproperlyConfigured("DATABASE_URL must point at PostgreSQL (postgres://...).")
-# Reused connections, without health checks: core.db.in_db_thread closes stale connections around every ORM
-# call, and a health check there would add a round trip to each one. A dropped connection fails one call, then
-# is replaced.
+# Reused connections, checked before each unit of work reuses one (core.db.in_db_thread): after a restart or a
+# failover the first query on a pooled connection would fail, and the request with it, so a connection PostgreSQL
+# dropped is replaced before anything runs on it. The check is one round trip per unit of work.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # psycopg prepares a statement a connection runs for the 5th time, so PostgreSQL plans it once. A
 # transaction-mode pooler (pgbouncer) cannot keep prepared statements across transactions: DB_PREPARE_THRESHOLD=0
 # turns them off, for the ORM's connections and the event loop's pool (core.db) alike.
@@ -362,7 +363,17 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"httpx2": {"level": "WARNING"}, "openai": {"level": "WARNING"}, "stripe": {"level": "WARNING"}},
+    "loggers": {
+        "httpx2": {"level": "WARNING"},
+        "openai": {"level": "WARNING"},
+        "stripe": {"level": "WARNING"},
+        # Django logs these refusals of hostile requests (a 400 each) as errors, which would e-mail the staff once
+        # per request: anyone could flood their inbox. They are logged here, not mailed.
+        **{
+            f"django.security.{name}": {"handlers": ["console"], "propagate": False}
+            for name in ("RequestDataTooBig", "TooManyFieldsSent", "TooManyFilesSent", "DisallowedHost")
+        },
+    },
 }
 
 # ------------------------------------------------------------------------------------------------------------

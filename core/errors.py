@@ -43,11 +43,16 @@ class Conflict(ApplicationError):
 
 
 class ServiceUnavailable(ApplicationError):
-    """A dependency failed; the client may retry."""
+    """A dependency failed; the client may retry after `retry_after` seconds (the frame's field, the HTTP
+    Retry-After header)."""
 
     code = "unavailable"
     http_status = 503
     default_message = "The service is temporarily unavailable. Please try again."
+    retry_after_seconds = 5
+
+    def __init__(self, message: str | None = None, *, code: str | None = None, **details):
+        super().__init__(message, code=code, **{"retry_after": self.retry_after_seconds, **details})
 
 
 class CredentialMaskingReporterFilter(SafeExceptionReporterFilter):

@@ -52,3 +52,16 @@ def test_an_error_report_masks_every_credential_bearing_setting(settings):
 
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "body", [{"login": "a@example.com", "password": "x" * 3_000_000}, {f"field{n}": "x" for n in range(1500)}]
+)
+def test_an_oversize_post_is_a_400_and_mails_nobody(client, settings, body):
+    settings.ADMINS = [("Staff", "staff@example.com")]
+    settings.DEBUG = False
+
+    answer = client.post("/accounts/login/", body)
+
+    assert answer.status_code == 400 and mail.outbox == []
