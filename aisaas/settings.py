@@ -172,20 +172,25 @@ AUTH_USER_MODEL = "users.User"
 # Redis: cache, channel layer, rate limits, Celery broker
 # ------------------------------------------------------------------------------------------------------------
 CACHE_KEY_PREFIX = env.str("CACHE_KEY_PREFIX", default="aisaas")
+# The cache holds nothing the site cannot do without: while Redis is down a read is a miss and a write is dropped
+# and logged, so sign-in, history and the rest of the site keep working (core.cache). Paid calls do not use it;
+# their limits fail closed (usage.limits, I8).
 CACHES = {
     "default": {
-        "BACKEND": "django_redis.cache.RedisCache",
+        "BACKEND": "core.cache.OutageTolerantRedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": CACHE_KEY_PREFIX,
-        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2},
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1, "IGNORE_EXCEPTIONS": True},
     },
 }
+DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
 # Rate-limit counters (usage.limits) may live on a Redis of their own.
 LIMITS_REDIS_URL = env.str("LIMITS_REDIS_URL", default=REDIS_URL)
 LIMITS_REDIS_TIMEOUT_SECONDS = env.float("LIMITS_REDIS_TIMEOUT_SECONDS", default=1.0)
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        # channels-redis, riding out a Redis outage without closing the open sockets (core.channels).
+        "BACKEND": "core.channels.OutageTolerantRedisChannelLayer",
         "CONFIG": {
             # Each consumer waits on its channel with a 5 s blocking pop; redis-py's default 5 s socket
             # timeout would cut that wait and crash idle sockets (close 1011), so reads get longer. redis-py's

@@ -4,10 +4,10 @@ import asyncio
 
 import pytest
 import redis
-from channels_redis.core import RedisChannelLayer
 from django.conf import settings
 from django.core.cache import cache
 
+from core.channels import OutageTolerantRedisChannelLayer
 from tests.chat.conftest import open_socket
 
 
@@ -21,7 +21,7 @@ def test_cache_lives_in_redis():
 async def test_events_cross_web_processes_through_the_redis_channel_layer():
     """Two layer instances stand for two daphne processes: a tab on one gets the event sent from the other."""
     config = settings.CHANNEL_LAYERS["default"]["CONFIG"]
-    process_a, process_b = RedisChannelLayer(**config), RedisChannelLayer(**config)
+    process_a, process_b = OutageTolerantRedisChannelLayer(**config), OutageTolerantRedisChannelLayer(**config)
     channel = await process_a.new_channel()
     await process_a.group_add("chat.user.42", channel)
     await process_b.group_send("chat.user.42", {"type": "chat.event", "event": {"type": "conversation", "id": 1}})

@@ -114,8 +114,8 @@ def test_with_the_service_urls_the_embedded_default_needs_nothing_else():
         **SERVICES,
     ) == [
         "True",
-        "django_redis.cache.RedisCache",
-        "channels_redis.core.RedisChannelLayer",
+        "core.cache.OutageTolerantRedisCache",
+        "core.channels.OutageTolerantRedisChannelLayer",
         SERVICES["REDIS_URL"],
         SERVICES["REDIS_URL"],
         "True",

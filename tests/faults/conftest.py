@@ -102,6 +102,14 @@ class Socket:
                 if frame["type"] not in ("conversation", "conversation_deleted"):
                     return frame
 
+    async def event(self, timeout: float = 15) -> dict:
+        """The next event about the user's conversations (sent to all of their pages)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = json.loads(await self.connection.recv())
+                if frame["type"] in ("conversation", "conversation_deleted"):
+                    return frame
+
     async def until(self, *frame_types: str, timeout: float = 30) -> list[dict]:
         frames = [await self.receive(timeout)]
         while frames[-1]["type"] not in frame_types:
