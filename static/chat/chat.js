@@ -27,7 +27,8 @@ const UNAUTHENTICATED = 4401;
 
 let conversationId = config.conversation;
 let socket = null;
-let reconnectDelay = 500;
+let reconnectAttempt = 0; // reconnections since the socket last stayed up (the backoff's exponent)
+let stableTimer = null;
 let streaming = null; // {text, element, model, renderQueued}
 let unsentText = null; // the prompt of a message the server has not accepted yet
 let replacedAnswer = null; // the answer a pending regenerate (or edit) will replace
@@ -372,18 +373,33 @@ document.addEventListener("click", (event) => {
 
 // ---- websocket ---------------------------------------------------------------------------------------------
 
+// Reconnecting backs off exponentially, with jitter so that the tabs a server dropped do not all come back at the
+// same instant; it starts again from the shortest delay only once a connection has stayed up, so a socket that is
+// closed as soon as it opens keeps backing off (close codes: docs/websocket-protocol.md).
+const RECONNECT_FIRST_MS = 500;
+const RECONNECT_MAX_MS = 30000;
+const CONNECTION_STABLE_MS = 10000;
+
+function reconnectDelay() {
+  const ceiling = Math.min(RECONNECT_MAX_MS, RECONNECT_FIRST_MS * 2 ** reconnectAttempt);
+  reconnectAttempt += 1;
+  return ceiling / 2 + Math.random() * (ceiling / 2);
+}
+
 function connect() {
   const scheme = window.location.protocol === "https:" ? "wss" : "ws";
   socket = new WebSocket(`${scheme}://${window.location.host}/ws/chat/`);
   statusLine.textContent = "Connecting…";
   socket.addEventListener("open", () => {
     statusLine.textContent = "";
-    reconnectDelay = 500;
+    stableTimer = setTimeout(() => { reconnectAttempt = 0; }, CONNECTION_STABLE_MS);
     connected = true;
     refreshSendButton();
+    thread.querySelectorAll("article.message.assistant.unsure").forEach(showSavedAnswer);
   });
   socket.addEventListener("message", (event) => handleFrame(JSON.parse(event.data)));
   socket.addEventListener("close", (event) => {
+    clearTimeout(stableTimer);
     connected = false;
     refreshSendButton();
     if (event.code === UNAUTHENTICATED) {
@@ -391,14 +407,48 @@ function connect() {
       return;
     }
     if (streaming) {
-      setMeta(streaming.element, { status: "stopped", model: streaming.model });
-      addAnswerCopy(streaming.element, streaming.text);
+      // How the answer ended is the server's to say: it is shown as saved once the page is connected again.
+      const { element, text, model } = streaming;
+      renderMarkdown(element.querySelector(".body"), text);
+      setMeta(element, { status: "streaming", model, error_message: "Connection lost; reconnecting" });
+      element.classList.add("unsure");
       setStreaming(null);
     }
-    statusLine.textContent = "Reconnecting…";
-    setTimeout(connect, reconnectDelay);
-    reconnectDelay = Math.min(reconnectDelay * 2, 10000);
+    const delay = reconnectDelay();
+    statusLine.textContent = `Reconnecting in ${Math.ceil(delay / 1000)} s…`;
+    setTimeout(connect, delay);
   });
+}
+
+// An answer whose socket closed mid-stream, as the server saved it (the REST API); while the server is still
+// finishing it, asked again a little later.
+async function showSavedAnswer(element, attempt = 0) {
+  const id = Number(element.dataset.id);
+  let saved = null;
+  if (id && conversationId) {
+    try {
+      const data = await callAPI("GET", `/api/conversations/${conversationId}/`);
+      saved = data.messages.find((message) => message.id === id);
+    } catch {
+      saved = null;
+    }
+  }
+  if (saved?.status === "streaming" && attempt < 10) {
+    setTimeout(() => showSavedAnswer(element, attempt + 1), 1000);
+    return;
+  }
+  element.classList.remove("unsure");
+  if (!saved) {
+    setMeta(element, { status: "error", error_message: "The connection was lost before the answer was saved" });
+    return;
+  }
+  renderMarkdown(element.querySelector(".body"), saved.content);
+  setMeta(element, { status: saved.status, model: saved.model });
+  if (saved.status !== "streaming") {
+    addFeedback(element);
+    addAnswerCopy(element, saved.content);
+  }
+  updateLastTurnButtons();
 }
 
 function send(frame) {
