@@ -439,6 +439,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",  # served from our static files: no CDN
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "COMPONENT_SPLIT_PATCH": False,  # a rename's PATCH needs its title: the schema says so
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "core.api.schema_errors_documented",
+    ],
 }
 # The OpenAI-compatible API (/v1): the most characters a request's messages may hold.
 API_MAX_PROMPT_CHARS = env.int("API_MAX_PROMPT_CHARS", default=100_000)

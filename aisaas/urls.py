@@ -1,11 +1,12 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import SimpleRouter
 
 from aisaas import views
 from billing.views import StripeWebhookView
 from chat.rest import ConversationViewSet, FeedbackView
+from core.api import api_not_found
 from usage.rest import CurrentUsage
 from users import views as user_views
 
@@ -33,4 +34,6 @@ urlpatterns = [
     path("api/usage/", CurrentUsage.as_view(), name="api_usage"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api_schema"), name="api_docs"),
+    # Anything else under /api/ (an id that is not a number, a path we do not serve) is the API's JSON 404.
+    re_path(r"^api/", api_not_found),
 ]

@@ -12,6 +12,11 @@ from chat import services
 from chat.models import Conversation, Message
 from core.errors import InvalidInput
 
+# What the text fields take, as the schema says it: no NUL (PostgreSQL cannot store one); a title has a character
+# other than a space.
+TEXT = r"^[^\x00]*$"
+TEXT_WITH_A_CHARACTER = r"^[^\x00]*\S[^\x00]*$"
+
 
 class MessageSerializer(serializers.ModelSerializer):
     class Meta:
@@ -54,7 +59,7 @@ class ConversationViewSet(
         return Response(status=204)
 
     @extend_schema(
-        request=inline_serializer("ConversationRename", {"title": serializers.CharField()}),
+        request=inline_serializer("ConversationRename", {"title": serializers.RegexField(TEXT_WITH_A_CHARACTER)}),
         responses={200: ConversationSerializer, 400: OpenApiResponse(description="An empty or missing title.")},
     )
     def partial_update(self, request, pk=None):
@@ -78,7 +83,11 @@ class FeedbackView(APIView):
 
     @extend_schema(
         request=inline_serializer(
-            "FeedbackGive", {"rating": serializers.IntegerField(), "comment": serializers.CharField(required=False)}
+            "FeedbackGive",
+            {
+                "rating": serializers.ChoiceField(choices=[1, -1, 0]),
+                "comment": serializers.RegexField(TEXT, required=False, max_length=2000),
+            },
         ),
         responses=inline_serializer(
             "FeedbackGiven", {"message": serializers.IntegerField(), "rating": serializers.IntegerField()}

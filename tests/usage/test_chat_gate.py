@@ -3,7 +3,6 @@
 import asyncio
 from datetime import datetime
 
-import psycopg
 import pytest
 from django.utils import timezone
 
@@ -325,27 +324,3 @@ async def test_a_failing_quota_store_refuses_with_a_retryable_error(chat_socket,
     assert error["code"] == "quota_unavailable" and "try again" in error["message"]
     assert provider_calls == []
     await assert_still_usable(chat_socket)
-
-
-async def test_settlement_is_retried_through_a_short_database_outage(chat_socket, user, monkeypatch):
-    """The settlement's statement fails twice (as while PostgreSQL restarts), then goes through: settled once."""
-    real_settle = services.usage_settle
-    outage = [psycopg.OperationalError("the server closed the connection"), psycopg.OperationalError("no server")]
-    failures = []
-
-    async def flaky_settle(**kwargs):
-        if outage:
-            failures.append(outage[0])
-            raise outage.pop(0)
-        return await real_settle(**kwargs)
-
-    monkeypatch.setattr(services, "usage_settle", flaky_settle)
-    monkeypatch.setattr(chat_services, "SETTLE_RETRY_DELAYS", (0.01, 0.01, 0.01))
-
-    frames = await chat_socket.ask("Settle me")
-
-    assert frames[-1]["status"] == "complete" and len(failures) == 2
-    (record,) = await records(user)
-    message = await database_sync_to_async(Message.objects.get)(pk=saved(frames)["message"])
-    assert message.status == "complete" and record.message_id == message.pk
-    assert (await period_of(user)).reserved == 0
