@@ -175,3 +175,17 @@ async def test_with_redis_down_too_the_process_keeps_the_settlement_and_writes_i
     assert await in_db_thread(UsageRecord.objects.count)() == 1 and journal() == {}
     assert (await in_db_thread(Message.objects.get)(pk=end["message"])).status == "complete"
     await socket.communicator.disconnect()
+
+
+def test_a_settlement_postgresql_refuses_is_kept_and_logged_without_holding_up_the_others(user, journal, caplog):
+    client = redis.Redis.from_url(settings.LIMITS_REDIS_URL)
+    refused = deferred.entry_dumps("SELECT 1 / %s", [0])  # a statement PostgreSQL refuses, every time
+    good = deferred.entry_dumps("UPDATE users_user SET name = %s WHERE id = %s", ["Replayed", user.pk])
+    client.hset(deferred.journal_key(), mapping={"refused": refused, "good": good})
+
+    assert replay_deferred_settlements.delay().get() == 1
+
+    assert list(journal()) == [b"refused"] and "refused by PostgreSQL" in caplog.text
+    user.refresh_from_db()
+    assert user.name == "Replayed"
+    client.close()

@@ -19,10 +19,11 @@ import weakref
 from datetime import date, datetime
 from decimal import Decimal
 
+import psycopg
 import redis
 from django.conf import settings
 from django.core import signing
-from django.db import connection
+from django.db import DatabaseError, OperationalError, connection
 from redis.exceptions import RedisError
 
 from core.db import LoopDatabaseError, loop_execute
@@ -102,10 +103,16 @@ class _Replayer:
             for request_id, entry in list(self.pending.items()):
                 try:
                     await loop_execute(*entry_loads(entry))
-                except LoopDatabaseError as error:
+                except psycopg.OperationalError as error:
                     logger.warning("PostgreSQL still unreachable; %d settlement(s) deferred: %s", len(self.pending),
                                    error)  # fmt: skip
                     break
+                except LoopDatabaseError:
+                    # PostgreSQL refused this one statement: replaying it cannot help. It stays in Redis, where the
+                    # beat task logs it as an error each minute until staff settle it.
+                    logger.exception("Deferred settlement %s was refused by PostgreSQL", request_id)
+                    del self.pending[request_id]
+                    continue
                 del self.pending[request_id]
                 self.journaled.discard(request_id)
                 try:
@@ -144,7 +151,8 @@ def settlements_deferred_count() -> int:
 def deferred_settlements_replay() -> int:
     """Replay the settlements in the Redis journal (sync: the Celery task). Safe beside the processes replaying
     their own and beside another run: each writes once. An entry that is not ours (a bad signature) is dropped
-    and logged. Returns how many were replayed; stops at the first database failure (the next run goes on)."""
+    and logged; one PostgreSQL refuses is logged as an error and kept. Returns how many were replayed; stops while
+    PostgreSQL cannot be reached (the next run goes on)."""
     client = redis.Redis.from_url(settings.LIMITS_REDIS_URL, socket_timeout=settings.LIMITS_REDIS_TIMEOUT_SECONDS)
     replayed = 0
     try:
@@ -155,8 +163,14 @@ def deferred_settlements_replay() -> int:
                 logger.error("Dropped a deferred settlement with a bad signature (%r)", request_id)
                 client.hdel(journal_key(), request_id)
                 continue
-            with connection.cursor() as cursor:
-                cursor.execute(sql, params)
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute(sql, params)
+            except OperationalError:
+                raise
+            except DatabaseError:
+                logger.exception("Deferred settlement %r was refused by PostgreSQL", request_id)
+                continue
             client.hdel(journal_key(), request_id)
             replayed += 1
     finally:
