@@ -16,7 +16,7 @@ from chat.models import Message
 from core.db import in_db_thread
 from tests.chat.conftest import ChatSocket, open_socket
 from tests.faults.proxy import FaultProxy, postgres_upstream
-from tests.servers import free_port, start_devllm
+from tests.servers import free_port
 from tests.usage.conftest import deferred_settlements_drained
 from usage.models import QuotaPeriod, UsageRecord
 from usage.services import deferred
@@ -34,14 +34,6 @@ def loop_database(monkeypatch):
     monkeypatch.setattr(core.db, "_connection_kwargs", lambda: {**real_kwargs(), **through_proxy})
     yield proxy
     proxy.close()
-
-
-@pytest.fixture(scope="module")
-def slow_devllm():
-    """Answers of 40 tokens, 25 ms apart: long enough to cut the database mid-answer."""
-    server = start_devllm("--tokens", "40", "--interval-ms", "25", "--ttft-ms", "0")
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -76,9 +68,9 @@ async def answer_through_an_outage(user, proxy, *, outage_seconds: float) -> tup
 
 
 async def test_an_answer_settled_through_an_outage_is_saved_and_accounted_once(
-    user, loop_database, slow_devllm, settings, journal
+    user, loop_database, slow_llm, settings, journal
 ):
-    settings.LLM_BASE_URL = f"{slow_devllm.url}/v1"
+    settings.LLM_BASE_URL = f"{slow_llm.url}/v1"
 
     frames, during = await answer_through_an_outage(user, loop_database, outage_seconds=6)
 
@@ -91,17 +83,15 @@ async def test_an_answer_settled_through_an_outage_is_saved_and_accounted_once(
     message = await in_db_thread(Message.objects.get)(pk=end["message"])
     assert (message.status, message.content) == ("complete", text) and len(text) > 100
     records = await in_db_thread(list)(UsageRecord.objects.filter(user=user))
-    assert len(records) == 1 and records[0].completion_tokens == end["usage"]["completion_tokens"] == 40
+    assert len(records) == 1 and records[0].completion_tokens == end["usage"]["completion_tokens"] == 60
     period = await in_db_thread(QuotaPeriod.objects.get)(user=user)
     assert (period.used, period.reserved) == (records[0].billable_tokens, 0)  # nothing stays held
     assert journal() == {}
 
 
-async def test_an_answer_given_up_as_interrupted_is_still_saved_by_its_replay(
-    user, loop_database, slow_devllm, settings
-):
+async def test_an_answer_given_up_as_interrupted_is_still_saved_by_its_replay(user, loop_database, slow_llm, settings):
     """The beat's stale-stream sweep ran during the outage: the replay still saves the answer."""
-    settings.LLM_BASE_URL = f"{slow_devllm.url}/v1"
+    settings.LLM_BASE_URL = f"{slow_llm.url}/v1"
     settings.CHAT_STALE_STREAM_MINUTES = 0
     from chat.services import stale_streams_expire
 
@@ -118,9 +108,9 @@ async def test_an_answer_given_up_as_interrupted_is_still_saved_by_its_replay(
 
 
 def test_settlements_left_by_a_process_that_died_are_replayed_once_by_the_beat_task(
-    user, loop_database, slow_devllm, settings, journal
+    user, loop_database, slow_llm, settings, journal
 ):
-    settings.LLM_BASE_URL = f"{slow_devllm.url}/v1"
+    settings.LLM_BASE_URL = f"{slow_llm.url}/v1"
 
     async def answer_then_die():
         frames, _ = await answer_through_an_outage(user, loop_database, outage_seconds=0)
@@ -154,9 +144,9 @@ def test_a_journal_entry_this_product_did_not_sign_is_dropped_without_running(us
 
 
 async def test_with_redis_down_too_the_process_keeps_the_settlement_and_writes_it_once_both_are_back(
-    user, loop_database, slow_devllm, settings, journal
+    user, loop_database, slow_llm, settings, journal
 ):
-    settings.LLM_BASE_URL = f"{slow_devllm.url}/v1"
+    settings.LLM_BASE_URL = f"{slow_llm.url}/v1"
     socket, _ = await socket_mid_answer(user)
     real_url = settings.LIMITS_REDIS_URL
     await asyncio.to_thread(loop_database.cut)
