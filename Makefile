@@ -25,7 +25,7 @@ SERVICES = $(PY) -m aisaas.embedded --folder .embedded/$@ --
 # The embedded default: embedded PostgreSQL and Redis (data kept in .embedded/run/), eager Celery and the
 # built-in dev LLM. Nothing to configure.
 run: install
-	$(SERVICES) bash -c '\
+	DEVLLM_PORT=$(DEVLLM_PORT) $(SERVICES) bash -c '\
 	$(PY) manage.py migrate --noinput && \
 	$(PY) manage.py demo_user --url http://127.0.0.1:$(PORT)/ && { \
 	trap "kill 0" EXIT INT TERM; \

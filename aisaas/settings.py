@@ -42,7 +42,8 @@ SECRET_KEY = _required("SECRET_KEY", "django-insecure-embedded-default-only-neve
 # The embedded default's come from aisaas.embedded, which starts the servers and sets these.
 DATABASE_URL = _required("DATABASE_URL", None)
 REDIS_URL = _required("REDIS_URL", None)
-LLM_BASE_URL = _required("LLM_BASE_URL", "http://127.0.0.1:8001/v1")
+# The embedded default's dev LLM listens on DEVLLM_PORT (`make run DEVLLM_PORT=...`).
+LLM_BASE_URL = _required("LLM_BASE_URL", f"http://127.0.0.1:{env.int('DEVLLM_PORT', default=8001)}/v1")
 LLM_API_KEY = _required("LLM_API_KEY", "devllm-no-key-needed")
 
 if _missing:

@@ -16,6 +16,7 @@ CONFIG_NAMES = (
     "REDIS_URL",
     "LLM_BASE_URL",
     "LLM_API_KEY",
+    "DEVLLM_PORT",
     "ALLOWED_HOSTS",
     "GOOGLE_OAUTH_CLIENT_ID",
     "GOOGLE_OAUTH_SECRET",
@@ -137,3 +138,11 @@ def test_prepared_statements_follow_the_database_settings():
     options = "repr(sorted(s.DATABASES['default']['OPTIONS'].items())).replace(' ', '')"
     assert settings_of(options, **SERVICES) == ["[('prepare_threshold',5),('server_side_binding',True)]"]
     assert settings_of(options, DB_PREPARE_THRESHOLD="0", **SERVICES) == ["[('prepare_threshold',None)]"]
+
+
+def test_the_embedded_default_calls_the_dev_llm_on_the_port_make_run_starts_it_on():
+    assert settings_of("s.LLM_BASE_URL", **SERVICES) == ["http://127.0.0.1:8001/v1"]
+    assert settings_of("s.LLM_BASE_URL", "s.LLM_DEMO", DEVLLM_PORT="8123", **SERVICES) == [
+        "http://127.0.0.1:8123/v1",
+        "True",
+    ]
