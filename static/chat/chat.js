@@ -557,6 +557,7 @@ function onError(frame) {
     }
     setPrompt(unsentText);
     unsentText = null;
+    updateLastTurnButtons(); // the last answer is the last again: its Regenerate comes back
   }
   if (replacedAnswer) {
     replacedAnswer.hidden = false;

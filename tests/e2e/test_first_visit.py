@@ -1,4 +1,4 @@
-"""Page titles and the pricing page, as a new visitor sees them."""
+"""What a new user meets first: page titles, the pricing page, the chat page's buttons after a refusal."""
 
 import pytest
 
@@ -26,3 +26,18 @@ def test_pricing_logged_out_with_billing_off_offers_no_subscription_and_names_ea
     free = page.locator("#plan-free")
     assert free.locator("h2").inner_text() == "Free" and free.locator(".price").inner_text() == "$0 / month"
     assert free.inner_text().count("Free") == 1
+
+
+def test_regenerate_comes_back_on_the_last_answer_after_a_refused_message(page, browser_user):
+    sign_in(page, browser_user, PASSWORD)
+    page.fill("#prompt", "Hello")
+    page.press("#prompt", "Enter")
+    page.wait_for_selector("article.message.assistant.complete button.regenerate")
+
+    page.fill("#prompt", "flag-me please")  # refused by moderation: the text comes back to the composer
+    page.press("#prompt", "Enter")
+    page.wait_for_selector(".notice.error")
+
+    assert page.input_value("#prompt") == "flag-me please"
+    assert page.locator("article.message.assistant:last-of-type button.regenerate").is_visible()
+    assert page.js_errors == []
