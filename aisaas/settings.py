@@ -123,6 +123,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "users.outbox.context",
             ],
         },
     },
@@ -291,6 +292,7 @@ ACCOUNT_RATE_LIMITS = {
     "confirm_email": "1/3m/key",
 }
 ACCOUNT_EMAIL_SUBJECT_PREFIX = "[aisaas] "
+ACCOUNT_ADAPTER = "users.adapter.AccountAdapter"
 SOCIALACCOUNT_EMAIL_AUTHENTICATION = True
 SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = True
 
@@ -310,17 +312,22 @@ SOCIALACCOUNT_PROVIDERS = {
 # ------------------------------------------------------------------------------------------------------------
 # Email
 # ------------------------------------------------------------------------------------------------------------
+# With DEBUG on (the embedded default) nothing is sent: each mail is written to a file in EMAIL_FILE_PATH, and
+# the outbox page (/dev/outbox/, DEBUG only) shows them, so signing up works with no mail server.
 EMAIL_BACKEND = env.str(
     "EMAIL_BACKEND",
-    default="django.core.mail.backends.console.EmailBackend"
+    default="django.core.mail.backends.filebased.EmailBackend"
     if DEBUG
     else "django.core.mail.backends.smtp.EmailBackend",
 )
+EMAIL_FILE_PATH = env.str("EMAIL_FILE_PATH", default=str(BASE_DIR / ".embedded" / "outbox"))
 EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
 EMAIL_PORT = env.int("EMAIL_PORT", default=25)
 EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
 EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
 EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+# The product's name in its mails ("Hello from aisaas!"), rather than the Sites framework's "example.com".
+SITE_NAME = env.str("SITE_NAME", default="aisaas")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="aisaas <noreply@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 ADMINS = [("Staff", address) for address in env.list("ADMIN_EMAILS", default=[])]

@@ -19,6 +19,7 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("api-keys/", user_views.api_keys, name="api_keys"),
     path("api-keys/<int:key_id>/revoke/", user_views.api_key_revoke, name="api_key_revoke"),
+    path("dev/outbox/", user_views.dev_outbox, name="dev_outbox"),
     path("chat/", include("chat.urls")),
     path("usage/", include("usage.urls")),
     path("", include("billing.urls")),

@@ -111,3 +111,21 @@ def test_failed_logins_are_limited_by_the_real_address_behind_our_proxy(client, 
         HTTP_X_FORWARDED_FOR="203.0.113.7, 203.0.113.8",  # another client, whatever it claims before its address
     )
     assert "Too many failed login attempts" not in other.content.decode()
+
+
+def test_the_development_outbox_shows_the_mail_and_exists_only_with_debug_on(client, settings, tmp_path):
+    from django.core.mail import send_mail
+
+    assert client.get("/dev/outbox/").status_code == 404  # DEBUG off, or mail that really goes out
+    settings.DEBUG = True
+    settings.EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    settings.EMAIL_FILE_PATH = str(tmp_path)
+    send_mail("First", "Open http://testserver/first/", None, ["a@example.com"])
+    send_mail("Second <b>", "Body <script>", None, ["b@example.com"])
+
+    page = client.get("/dev/outbox/").content.decode()
+
+    assert page.index("Second &lt;b&gt;") < page.index("First")  # newest first, escaped
+    assert '<a href="http://testserver/first/"' in page and "<script>" not in page
+    settings.DEBUG = False
+    assert client.get("/dev/outbox/").status_code == 404

@@ -2,11 +2,12 @@
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from core.errors import ApplicationError
-from users import services
+from users import outbox, services
 from users.models import ApiKey
 
 
@@ -40,3 +41,10 @@ def api_key_revoke(request, key_id: int):
     else:
         messages.success(request, f"The key “{key.name}” is revoked: it no longer works.")
     return redirect("api_keys")
+
+
+def dev_outbox(request):
+    """The mail this development server wrote instead of sending it (users.outbox); a 404 anywhere else."""
+    if not outbox.outbox_enabled():
+        raise Http404
+    return render(request, "users/outbox.html", {"mails": outbox.outbox_mails()})

@@ -35,12 +35,19 @@ def browser_devllm():
 
 
 @pytest.fixture(scope="session")
-def live_server_url(django_db_setup, browser_devllm):
+def outbox_folder(tmp_path_factory):
+    """Where the live server writes the mail it would send (DEBUG on: the development outbox)."""
+    return tmp_path_factory.mktemp("outbox")
+
+
+@pytest.fixture(scope="session")
+def live_server_url(django_db_setup, browser_devllm, outbox_folder):
     """daphne, the production server, on the test database in a subprocess."""
     from django.db import connection
 
     server = start_daphne(
         {
+            "EMAIL_FILE_PATH": str(outbox_folder),
             "DEBUG": "true",
             "DATABASE_URL": database_url(connection.settings_dict),
             "LLM_BASE_URL": f"{browser_devllm.url}/v1",

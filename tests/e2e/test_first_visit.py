@@ -41,3 +41,23 @@ def test_regenerate_comes_back_on_the_last_answer_after_a_refused_message(page, 
     assert page.input_value("#prompt") == "flag-me please"
     assert page.locator("article.message.assistant:last-of-type button.regenerate").is_visible()
     assert page.js_errors == []
+
+
+def test_signing_up_on_a_development_server_reads_the_mail_in_its_outbox(page):
+    page.goto("/accounts/signup/")
+    page.fill("input[name=email]", "newcomer@example.com")
+    page.fill("input[name=password1]", "a-strong-new-password-7")
+    page.fill("input[name=password2]", "a-strong-new-password-7")
+    page.click("form button[type=submit]")
+
+    page.wait_for_selector("text=read it in the outbox")
+    assert "spam" not in page.content()
+    page.click("text=read it in the outbox")
+    mail = page.locator("article.outbox-mail").first
+    assert "newcomer@example.com" in mail.inner_text() and "Hello from aisaas!" in mail.inner_text()
+    assert "example.com!" not in mail.inner_text()
+    mail.locator("a[href*='/accounts/confirm-email/']").click()
+    page.click("form button[type=submit]")  # confirm the address
+
+    page.wait_for_url("**/chat/")
+    assert page.title() == "New chat · aisaas"
