@@ -74,7 +74,7 @@ SITE_ID = 1
 # ------------------------------------------------------------------------------------------------------------
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "aisaas.admin_site.ProductAdminConfig",  # django.contrib.admin, the product's sections first
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

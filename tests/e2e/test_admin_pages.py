@@ -1,0 +1,45 @@
+"""The admin as staff use it: the product's sections first, and API keys listed and revoked."""
+
+import pytest
+
+from tests.factories import PASSWORD, UserFactory
+from users import services as user_services
+from users.models import ApiKey
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def staff_page(page):
+    staff = UserFactory(email="staff@example.com", is_staff=True, is_superuser=True)
+    page.goto("/admin/login/")
+    page.fill("input[name=username]", staff.email)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url("**/admin/")
+    return page
+
+
+def test_the_admin_index_puts_the_products_sections_before_dj_stripes(staff_page):
+    sections = staff_page.locator("#content-main .module caption").all_inner_texts()
+
+    assert [section.lower() for section in sections[:4]] == ["usage", "chat", "users", "billing"], sections
+    assert staff_page.locator("#content-main .module").first.get_by_text("Token analytics").is_visible()
+
+
+def test_staff_list_api_keys_with_their_last_use_and_revoke_one(staff_page):
+    owner = UserFactory(email="owner@example.com")
+    kept, _ = user_services.api_key_create(user=owner, name="kept")
+    leaked, _ = user_services.api_key_create(user=owner, name="leaked")
+
+    staff_page.goto("/admin/users/apikey/")
+    rows = staff_page.locator("#result_list tbody tr")
+    assert rows.count() == 2 and "owner@example.com" in rows.first.inner_text()
+    assert staff_page.locator("#result_list thead").get_by_text("Last used at").is_visible()
+    staff_page.locator(f"#result_list input[value='{leaked.pk}']").check()
+    staff_page.select_option("select[name=action]", "revoke")
+    staff_page.click("button[name=index]")
+
+    assert "1 key(s) revoked." in staff_page.locator(".messagelist").inner_text()
+    assert ApiKey.objects.get(pk=leaked.pk).revoked_at is not None
+    assert ApiKey.objects.get(pk=kept.pk).revoked_at is None
