@@ -334,20 +334,38 @@ async function callAPI(method, url, body) {
   return data;
 }
 
+// Rename and delete ask in dialogs of the page (<dialog>), not the browser's prompt() and confirm(): those block
+// the page, cannot be styled, and some browsers offer to silence them.
+const renameDialog = document.getElementById("rename-dialog");
+const deleteDialog = document.getElementById("delete-dialog");
+
+// The button the user closed `dialog` with ("cancel" for Escape), once they have.
+function dialogAnswer(dialog) {
+  return new Promise((resolve) => {
+    dialog.returnValue = "cancel";
+    dialog.addEventListener("close", () => resolve(dialog.returnValue), { once: true });
+    dialog.showModal();
+  });
+}
+
 conversationList.addEventListener("click", async (event) => {
   const button = event.target.closest("button");
   const item = event.target.closest("li[data-id]");
   if (!button || !item) return;
   const id = Number(item.dataset.id);
+  const title = item.querySelector("a.title").textContent;
   try {
     if (button.classList.contains("rename")) {
-      const title = window.prompt("Rename conversation", item.querySelector("a.title").textContent);
-      if (title && title.trim()) {
-        const data = await callAPI("PATCH", `/api/conversations/${id}/`, { title });
+      const input = document.getElementById("rename-title");
+      input.value = title;
+      input.select();
+      if ((await dialogAnswer(renameDialog)) === "save" && input.value.trim()) {
+        const data = await callAPI("PATCH", `/api/conversations/${id}/`, { title: input.value });
         upsertConversation(data.id, data.title);
       }
     } else if (button.classList.contains("delete")) {
-      if (window.confirm("Delete this conversation? This cannot be undone.")) {
+      document.getElementById("delete-title").textContent = title;
+      if ((await dialogAnswer(deleteDialog)) === "delete") {
         await callAPI("DELETE", `/api/conversations/${id}/`);
         removeConversation(id);
       }

@@ -112,18 +112,32 @@ def test_regenerate_rename_and_delete_from_the_page(page, browser_user):
     )
     assert page.locator("article.message.assistant").count() == 1
 
-    page.once("dialog", lambda dialog: dialog.accept("Renamed chat"))
+    # Rename and delete ask in the page's own dialogs; Cancel and Escape change nothing.
+    page.on("dialog", lambda dialog: pytest.fail(f"a browser dialog opened: {dialog.message}"))
     page.locator("#conversations li.active button.rename").click()
+    assert page.input_value("#rename-title") == "Regenerate this"
+    page.fill("#rename-title", "Not this")
+    page.keyboard.press("Escape")
+    assert not page.is_visible("#rename-dialog")
+    assert page.locator("#conversations li.active a.title").inner_text() == "Regenerate this"
+    page.locator("#conversations li.active button.rename").click()
+    page.fill("#rename-title", "Renamed chat")
+    page.click("#rename-dialog button[value=save]")
     page.wait_for_function(
         "() => document.querySelector('#conversations li.active a.title').textContent === 'Renamed chat'"
     )
     page.reload()
     assert page.locator("#conversations li.active a.title").inner_text() == "Renamed chat"
 
-    page.once("dialog", lambda dialog: dialog.accept())
     page.locator("#conversations li.active button.delete").click()
+    assert page.locator("#delete-title").inner_text() == "Renamed chat"
+    page.click("#delete-dialog button[value=cancel]")
+    assert page.locator("#conversations li[data-id]").count() == 1
+    page.locator("#conversations li.active button.delete").click()
+    page.click("#delete-dialog button[value=delete]")
     page.wait_for_url("**/chat/")
     assert page.locator("#conversations li[data-id]").count() == 0
+    assert page.js_errors == []
 
 
 def test_phone_width_and_dark_mode(browser, live_server_url, browser_user):
