@@ -61,3 +61,17 @@ def test_signing_up_on_a_development_server_reads_the_mail_in_its_outbox(page):
 
     page.wait_for_url("**/chat/")
     assert page.title() == "New chat · aisaas"
+
+
+def test_the_account_page_has_the_products_look_a_menu_and_a_way_to_change_the_password(page, browser_user):
+    sign_in(page, browser_user, PASSWORD)
+    page.click(f"header nav a:has-text('{browser_user.email}')")
+
+    page.wait_for_url("**/accounts/email/")
+    assert page.locator(".account-menu a[aria-current=page]").inner_text() == "E-mail addresses"
+    buttons = {name: page.locator(f"button[name={name}]").get_attribute("class")
+               for name in ("action_primary", "action_send", "action_remove")}  # fmt: skip
+    assert buttons == {"action_primary": "primary", "action_send": "secondary", "action_remove": "danger"}
+    page.click(".account-menu >> text=Password")
+    page.wait_for_url("**/accounts/password/change/")
+    assert page.title() == "Change Password · aisaas" and page.is_visible("input[name=oldpassword]")
