@@ -746,6 +746,14 @@ document.addEventListener("keydown", (event) => {
   else if (editing && !editing.sent) cancelEdit();
 });
 
+// The composer's hint: the keys are for a keyboard; on a phone's width it would take three lines.
+const narrowScreen = window.matchMedia("(max-width: 760px)");
+function fitPlaceholder() {
+  prompt.placeholder = narrowScreen.matches ? "Message aisaas…" : "Message aisaas… (Enter to send, Shift+Enter for a new line)";
+}
+narrowScreen.addEventListener("change", fitPlaceholder);
+
+fitPlaceholder();
 fillModels();
 for (const message of config.messages) addMessage(message);
 thread.scrollTop = thread.scrollHeight;

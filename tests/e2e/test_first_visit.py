@@ -75,3 +75,34 @@ def test_the_account_page_has_the_products_look_a_menu_and_a_way_to_change_the_p
     page.click(".account-menu >> text=Password")
     page.wait_for_url("**/accounts/password/change/")
     assert page.title() == "Change Password · aisaas" and page.is_visible("input[name=oldpassword]")
+
+
+def test_on_a_phone_the_model_the_answers_buttons_the_composer_and_the_meter_fit(
+    browser, live_server_url, browser_user
+):
+    context = browser.new_context(base_url=live_server_url, viewport={"width": 390, "height": 844}, is_mobile=True)
+    page = context.new_page()
+    try:
+        sign_in(page, browser_user, PASSWORD)
+        page.fill("#prompt", "Hello")
+        page.press("#prompt", "Enter")
+        page.wait_for_selector("article.message.assistant.complete button.regenerate")
+        fit = page.evaluate("""() => {
+          const select = document.querySelector('#model');
+          const ruler = document.createElement('canvas').getContext('2d');
+          ruler.font = getComputedStyle(select).font;
+          const meta = document.querySelector('article.message.assistant .meta');
+          return {
+            modelRoom: select.clientWidth - ruler.measureText(select.selectedOptions[0].text).width,
+            metaHeight: meta.getBoundingClientRect().height,
+            regenerateHeight: meta.querySelector('button.regenerate').getBoundingClientRect().height,
+            meter: document.querySelector('#usage-meter progress').getBoundingClientRect().width,
+          };
+        }""")
+        assert fit["modelRoom"] >= 28, fit  # the whole name, beside the select's arrow
+        assert fit["metaHeight"] <= fit["regenerateHeight"] + 4, fit  # one line, nothing broken inside
+        assert page.get_attribute("#prompt", "placeholder") == "Message aisaas…"
+        assert fit["meter"] == 56, fit
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    finally:
+        context.close()
