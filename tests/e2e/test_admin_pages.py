@@ -1,8 +1,11 @@
 """The admin as staff use it: the product's sections first, and API keys listed and revoked."""
 
+from decimal import Decimal
+
 import pytest
 
 from tests.factories import PASSWORD, UserFactory
+from usage.models import UsageRecord
 from users import services as user_services
 from users.models import ApiKey
 
@@ -43,3 +46,19 @@ def test_staff_list_api_keys_with_their_last_use_and_revoke_one(staff_page):
     assert "1 key(s) revoked." in staff_page.locator(".messagelist").inner_text()
     assert ApiKey.objects.get(pk=leaked.pk).revoked_at is not None
     assert ApiKey.objects.get(pk=kept.pk).revoked_at is None
+
+
+def test_the_user_list_fits_a_1440_px_screen(staff_page):
+    for number in range(3):  # each with a request this period: the list shows when
+        customer = UserFactory(email=f"a-rather-long-address-for-user-{number}@customer-example.com")
+        UsageRecord.objects.create(user=customer, request_id=f"r{number}", source="chat", model="demo-large",
+                                   status="complete", prompt_tokens=12_345, completion_tokens=67_890,
+                                   billable_tokens=80_235, cost=Decimal("1.2345"), latency_ms=900)  # fmt: skip
+    staff_page.set_viewport_size({"width": 1440, "height": 900})
+
+    staff_page.goto("/admin/users/user/")
+
+    assert staff_page.locator("#result_list tbody tr").count() == 4
+    headers = [header.lower() for header in staff_page.locator("#result_list thead th").all_inner_texts()]
+    assert "tokens (period)" in headers and "last active" in headers
+    assert staff_page.evaluate("document.documentElement.scrollWidth") <= 1440
