@@ -11,11 +11,7 @@ from rest_framework.views import APIView
 from chat import services
 from chat.models import Conversation, Message
 from core.errors import InvalidInput
-
-# What the text fields take, as the schema says it: no NUL (PostgreSQL cannot store one); a title has a character
-# other than a space.
-TEXT = r"^[^\x00]*$"
-TEXT_WITH_A_CHARACTER = r"^[^\x00]*\S[^\x00]*$"
+from core.text import STORABLE_TEXT_PATTERN, STORABLE_TITLE_PATTERN
 
 
 class MessageSerializer(serializers.ModelSerializer):
@@ -59,7 +55,7 @@ class ConversationViewSet(
         return Response(status=204)
 
     @extend_schema(
-        request=inline_serializer("ConversationRename", {"title": serializers.RegexField(TEXT_WITH_A_CHARACTER)}),
+        request=inline_serializer("ConversationRename", {"title": serializers.RegexField(STORABLE_TITLE_PATTERN)}),
         responses={200: ConversationSerializer, 400: OpenApiResponse(description="An empty or missing title.")},
     )
     def partial_update(self, request, pk=None):
@@ -86,7 +82,7 @@ class FeedbackView(APIView):
             "FeedbackGive",
             {
                 "rating": serializers.ChoiceField(choices=[1, -1, 0]),
-                "comment": serializers.RegexField(TEXT, required=False, max_length=2000),
+                "comment": serializers.RegexField(STORABLE_TEXT_PATTERN, required=False, max_length=2000),
             },
         ),
         responses=inline_serializer(

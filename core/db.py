@@ -54,6 +54,9 @@ def db_datetime(value: datetime) -> datetime:
 # runs, and the thread then waits for the interpreter lock while the loop works on other requests
 # (docs/performance.md). On the loop, the gate's waits for PostgreSQL and Redis overlap that work instead.
 LoopDatabaseError = psycopg.Error
+# The part of those that means PostgreSQL could not be reached (a connection refused or lost, no pooled connection
+# in time): the statement may be tried again later, unlike one PostgreSQL refused.
+LoopDatabaseUnreachable = psycopg.OperationalError
 
 # One pool per event loop: psycopg's async connections belong to the loop they were opened on (a server has one
 # loop; the tests run a loop per test).

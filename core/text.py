@@ -28,6 +28,13 @@ def text_storable(value: str) -> bool:
     return True
 
 
+# text_storable as the OpenAPI schema can say it, for the REST API's text fields (a pattern cannot name a lone
+# surrogate; JSON clients seldom send one, and text_checked still refuses it): no NUL; a title also needs a
+# character other than a space.
+STORABLE_TEXT_PATTERN = r"^[^\x00]*$"
+STORABLE_TITLE_PATTERN = r"^[^\x00]*\S[^\x00]*$"
+
+
 def text_checked(value: str, *, field: str, what: str = "The text") -> str:
     """`value` (a str) if it can be stored and sent on (text_storable); InvalidInput naming `field` if not."""
     if not text_storable(value):

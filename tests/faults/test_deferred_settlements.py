@@ -54,13 +54,13 @@ async def socket_mid_answer(user) -> tuple[ChatSocket, list[dict]]:
     return socket, frames
 
 
-async def answer_through_an_outage(user, proxy, *, outage_seconds: float) -> tuple[list[dict], dict]:
+async def answer_through_an_outage(user, proxy, journal, *, outage_seconds: float) -> tuple[list[dict], dict]:
     """A chat answer whose settlement meets PostgreSQL down for `outage_seconds`: the frames, and the journal
     as it was during the outage."""
     socket, frames = await socket_mid_answer(user)
     await asyncio.to_thread(proxy.cut)
     frames += await socket.receive_until("end", timeout=15)
-    during = await asyncio.to_thread(redis.Redis.from_url(settings.LIMITS_REDIS_URL).hgetall, deferred.journal_key())
+    during = await asyncio.to_thread(journal)
     await asyncio.sleep(outage_seconds)
     await asyncio.to_thread(proxy.restore)
     await socket.communicator.disconnect()
@@ -72,7 +72,7 @@ async def test_an_answer_settled_through_an_outage_is_saved_and_accounted_once(
 ):
     settings.LLM_BASE_URL = f"{slow_llm.url}/v1"
 
-    frames, during = await answer_through_an_outage(user, loop_database, outage_seconds=6)
+    frames, during = await answer_through_an_outage(user, loop_database, journal, outage_seconds=6)
 
     end = frames[-1]
     assert end["status"] == "complete" and end["quota"] is None  # answered in full; the meter comes later
@@ -113,7 +113,7 @@ def test_settlements_left_by_a_process_that_died_are_replayed_once_by_the_beat_t
     settings.LLM_BASE_URL = f"{slow_llm.url}/v1"
 
     async def answer_then_die():
-        frames, _ = await answer_through_an_outage(user, loop_database, outage_seconds=0)
+        frames, _ = await answer_through_an_outage(user, loop_database, journal, outage_seconds=0)
         # The process dies before its replayer runs: only Redis keeps the settlement.
         replayer = deferred._replayers.pop(asyncio.get_running_loop())
         replayer.task.cancel()

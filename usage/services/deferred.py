@@ -19,14 +19,10 @@ import weakref
 from datetime import date, datetime
 from decimal import Decimal
 
-import psycopg
-import redis
-from django.conf import settings
 from django.core import signing
-from django.db import DatabaseError, OperationalError, connection
 from redis.exceptions import RedisError
 
-from core.db import LoopDatabaseError, loop_execute
+from core.db import LoopDatabaseError, LoopDatabaseUnreachable, loop_execute, loop_pool_close
 from usage import limits
 
 logger = logging.getLogger(__name__)
@@ -70,6 +66,35 @@ def entry_loads(entry: str | bytes) -> tuple[str, list]:
     return payload["sql"], [_param_loaded(p) for p in payload["params"]]
 
 
+async def _entry_replayed(request_id: str, entry: str | bytes) -> bool | None:
+    """Run one journal entry's statement: True once written (and out of the journal), None while PostgreSQL cannot
+    be reached, False if it can never be written: an entry this product did not sign (dropped from the journal), or
+    one PostgreSQL refuses (left in the journal for staff, logged as an error at each replay)."""
+    try:
+        sql, params = entry_loads(entry)
+    except signing.BadSignature:
+        logger.error("Dropped a deferred settlement with a bad signature (%r)", request_id)
+        await _journal_remove(request_id)
+        return False
+    try:
+        await loop_execute(sql, params)
+    except LoopDatabaseUnreachable:
+        return None
+    except LoopDatabaseError:
+        logger.exception("Deferred settlement %r was refused by PostgreSQL", request_id)
+        return False
+    await _journal_remove(request_id)
+    logger.info("Deferred settlement %r replayed", request_id)
+    return True
+
+
+async def _journal_remove(request_id: str | bytes) -> None:
+    try:
+        await limits.store_client().hdel(journal_key(), request_id)
+    except (RedisError, OSError):
+        pass  # replaying it again writes nothing: the beat task removes it then
+
+
 class _Replayer:
     """This event loop's deferred settlements, replayed until PostgreSQL takes each of them."""
 
@@ -101,25 +126,11 @@ class _Replayer:
             await self.journal()
             await asyncio.sleep(delay)
             for request_id, entry in list(self.pending.items()):
-                try:
-                    await loop_execute(*entry_loads(entry))
-                except psycopg.OperationalError as error:
-                    logger.warning("PostgreSQL still unreachable; %d settlement(s) deferred: %s", len(self.pending),
-                                   error)  # fmt: skip
+                if await _entry_replayed(request_id, entry) is None:
+                    logger.warning("PostgreSQL still unreachable; %d settlement(s) deferred", len(self.pending))
                     break
-                except LoopDatabaseError:
-                    # PostgreSQL refused this one statement: replaying it cannot help. It stays in Redis, where the
-                    # beat task logs it as an error each minute until staff settle it.
-                    logger.exception("Deferred settlement %s was refused by PostgreSQL", request_id)
-                    del self.pending[request_id]
-                    continue
                 del self.pending[request_id]
                 self.journaled.discard(request_id)
-                try:
-                    await limits.store_client().hdel(journal_key(), request_id)
-                except (RedisError, OSError):
-                    pass  # replaying it again writes nothing: the Celery task removes it then
-                logger.info("Deferred settlement %s replayed", request_id)
             delay = min(delay * 2, REPLAY_MAX_DELAY_SECONDS)
 
 
@@ -149,30 +160,23 @@ def settlements_deferred_count() -> int:
 
 
 def deferred_settlements_replay() -> int:
-    """Replay the settlements in the Redis journal (sync: the Celery task). Safe beside the processes replaying
-    their own and beside another run: each writes once. An entry that is not ours (a bad signature) is dropped
-    and logged; one PostgreSQL refuses is logged as an error and kept. Returns how many were replayed; stops while
-    PostgreSQL cannot be reached (the next run goes on)."""
-    client = redis.Redis.from_url(settings.LIMITS_REDIS_URL, socket_timeout=settings.LIMITS_REDIS_TIMEOUT_SECONDS)
-    replayed = 0
-    try:
-        for request_id, entry in client.hgetall(journal_key()).items():
-            try:
-                sql, params = entry_loads(entry)
-            except signing.BadSignature:
-                logger.error("Dropped a deferred settlement with a bad signature (%r)", request_id)
-                client.hdel(journal_key(), request_id)
-                continue
-            try:
-                with connection.cursor() as cursor:
-                    cursor.execute(sql, params)
-            except OperationalError:
-                raise
-            except DatabaseError:
-                logger.exception("Deferred settlement %r was refused by PostgreSQL", request_id)
-                continue
-            client.hdel(journal_key(), request_id)
-            replayed += 1
-    finally:
-        client.close()
-    return replayed
+    """Replay the settlements in the Redis journal (the beat task, from sync code, on an event loop of its own):
+    what a process that died left there. Safe beside the processes replaying their own and beside another run:
+    each writes once. Returns how many were written; stops while PostgreSQL cannot be reached (the next run goes
+    on)."""
+
+    async def replay() -> int:
+        try:
+            replayed = 0
+            for request_id, entry in (await limits.store_client().hgetall(journal_key())).items():
+                written = await _entry_replayed(request_id, entry)
+                if written is None:
+                    break
+                if written:
+                    replayed += 1
+            return replayed
+        finally:
+            await loop_pool_close()
+            await limits.store_close()
+
+    return asyncio.run(replay())

@@ -6,11 +6,10 @@ import time
 from dataclasses import dataclass
 from decimal import Decimal
 
-import psycopg
 from django.conf import settings
 from django.utils import timezone
 
-from core.db import in_db_thread, loop_fetchone
+from core.db import LoopDatabaseUnreachable, in_db_thread, loop_fetchone
 from llm.provider import model_catalogue
 from usage import limits, prompt_cache
 from usage.models import QuotaPeriod, SpendDay
@@ -235,6 +234,6 @@ async def _settlement_run(request_id: str, statement: tuple[str, list]):
     fresh connection), the statement is deferred (usage.services.deferred) and _DEFERRED returned."""
     try:
         return await loop_fetchone(*statement)
-    except psycopg.OperationalError:
+    except LoopDatabaseUnreachable:
         await settlement_defer(request_id=request_id, sql=statement[0], params=statement[1])
         return _DEFERRED
